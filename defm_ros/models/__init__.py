@@ -1,0 +1,17 @@
+"""The DeFM model zoo: specs, architectures and checkpoint loading."""
+
+from .registry import DENSE_LEVELS, MODELS, ModelSpec, dense_stride, get_spec
+
+__all__ = ["DENSE_LEVELS", "MODELS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
+
+
+def build_model(name: str, dense_level: str = "P4"):
+    """Build a variant with random weights (load a checkpoint into it for real use)."""
+    spec = get_spec(name)
+    if spec.is_vit:
+        from .vit import DeFMViT
+
+        return DeFMViT(spec)
+    from .cnn import DeFMCNN
+
+    return DeFMCNN(spec, dense_level=dense_level)

@@ -1,0 +1,162 @@
+"""Finding and strictly loading DeFM checkpoints.
+
+Resolution order (SPEC §2): explicit path > the package's models/ folder > Hugging Face cache >
+download from the Hub. Loading only ever uses torch.load(weights_only=True): a checkpoint is data,
+never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .registry import ModelSpec
+
+HF_REPO_ID = "leggedrobotics/defm"
+RANDOM = "random"
+log = logging.getLogger("defm_ros")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or does not fit the model; the text says which and why."""
+
+
+def models_dir() -> Path:
+    """Where users drop checkpoints: $DEFM_ROS_MODELS, else the package's (or repo's) models/ folder."""
+    env = os.environ.get("DEFM_ROS_MODELS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "models"
+    if here.is_dir():
+        return here
+    try:  # installed with colcon: share/defm_ros/models
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("defm_ros")) / "models"
+    except Exception:
+        return here
+
+
+def download_hint(spec: ModelSpec) -> str:
+    return (
+        f"get it with `huggingface-cli download {HF_REPO_ID} {spec.checkpoint_file} --local-dir {models_dir()}` "
+        f"(or from https://huggingface.co/{HF_REPO_ID}/resolve/main/{spec.checkpoint_file}) on a machine "
+        "with internet access and copy it there, or pass weights:=/path/to/file.pth"
+    )
+
+
+def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None, offline: bool | None = None) -> Path:
+    """The checkpoint file to load for `spec`; downloads only when nothing local is found."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist; {download_hint(spec)}")
+        return path
+    local = models_dir() / spec.checkpoint_file
+    if local.is_file():
+        return local
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError as exc:
+        raise CheckpointError(f"no {spec.checkpoint_file} in {models_dir()} and huggingface_hub is missing; "
+                              f"{download_hint(spec)}") from exc
+    cached = try_to_load_from_cache(HF_REPO_ID, spec.checkpoint_file)
+    if isinstance(cached, str) and Path(cached).is_file():
+        return Path(cached)
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if offline or not _hub_reachable():
+        raise CheckpointError(
+            f"no {spec.checkpoint_file} in {models_dir()} or the Hugging Face cache, and the Hub is not "
+            f"reachable (offline); {download_hint(spec)}")
+    log.info("downloading %s from the Hugging Face Hub (%s)", spec.checkpoint_file, HF_REPO_ID)
+    try:
+        return Path(hf_hub_download(repo_id=HF_REPO_ID, filename=spec.checkpoint_file))
+    except Exception as exc:
+        raise CheckpointError(
+            f"could not download {spec.checkpoint_file} from {HF_REPO_ID} ({type(exc).__name__}: {exc}); "
+            f"{download_hint(spec)}"
+        ) from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe, so that an offline robot gets the clear error now rather than after retries."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict (possibly under "model"), read as data only."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} is not a plain weights file: it holds Python objects that would have to run as code "
+            f"to load, which is refused (weights_only=True). Details: {str(exc).splitlines()[0]}"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
+    return obj
+
+
+def _guess_variant(state: dict[str, torch.Tensor], exclude: str) -> str | None:
+    """Which other zoo variant these keys and shapes belong to, built on the meta device (no memory)."""
+    from . import MODELS, build_model
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for name in MODELS:
+        if name == exclude:
+            continue
+        with torch.device("meta"):
+            ref = build_model(name).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in ref.items()}:
+            return name
+    return None
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec, source: str) -> None:
+    """Fill every parameter from `state` and consume every key, or say exactly what does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches: " + few(
+                [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        guess = _guess_variant(state, spec.name)
+        hint = f" It looks like a {guess} checkpoint." if guess else ""
+        raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
+    model.load_state_dict(state, strict=True)

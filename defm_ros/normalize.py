@@ -1,0 +1,88 @@
+"""DeFM's metric-aware 3-channel log normalization, on torch tensors on the model's device.
+
+Upstream builds three full-resolution channels in numpy, then resizes and standardizes them.
+All three are affine in L = log1p(depth) (C2 after clipping L), and an antialiased bilinear resize
+is linear with weights that sum to one, so resizing L and clip(L) and applying the affine maps
+afterwards gives the same numbers (to float rounding) from a third less resize work and no
+full-resolution 3-channel intermediates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MEAN = (0.248880, 0.495620, 0.492858)
+STD = (0.139357, 0.271314, 0.297177)
+MAX_DEPTH_C1 = 100.0
+MAX_DEPTH_C2 = 9.0  # upstream trained with log(10) ~= log1p(9); keep 9, not 10
+DEPTH_MODES = ("metric", "relative")
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """Where a frame goes: resized to `resize`, then zero-padded (after normalization) to `padded`."""
+
+    resize: tuple[int, int]
+    padded: tuple[int, int]
+
+    @classmethod
+    def for_model(cls, input_size: tuple[int, int], align: int, pad: bool) -> InputGeometry:
+        """ViTs crop the size down to multiples of 14; BiFPN CNNs pad it up to multiples of 32."""
+        h, w = (int(v) for v in input_size)
+        if pad:
+            return cls((h, w), (-(-h // align) * align, -(-w // align) * align))
+        h, w = h // align * align, w // align * align
+        if h == 0 or w == 0:
+            raise ValueError(f"input_size {input_size} is smaller than one {align}-pixel patch")
+        return cls((h, w), (h, w))
+
+
+def relative_to_pseudo_metric(depth: torch.Tensor) -> torch.Tensor:
+    """Monocular relative (inverse) depth -> the pseudo-metric depth DeFM was pretrained with."""
+    d = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = d.flatten(-2)
+    lo = flat.amin(-1)[..., None, None]
+    hi = flat.amax(-1)[..., None, None]
+    return 10.0 * torch.exp(-5.0 * ((d - lo) / (hi - lo + 1e-8)))
+
+
+def normalize_depth(
+    depth: torch.Tensor,
+    geometry: InputGeometry,
+    mode: str = "metric",
+) -> torch.Tensor:
+    """Depth (H, W) or (B, H, W) in metres -> normalized model input (B, 3, *geometry.padded)."""
+    if depth.dim() == 2:
+        depth = depth[None]
+    if depth.dim() != 3:
+        raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(depth.shape)}")
+    if mode == "relative":
+        depth = relative_to_pseudo_metric(depth)
+    elif mode != "metric":
+        raise ValueError(f"depth mode must be one of {DEPTH_MODES}, got {mode!r}")
+    d = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, MAX_DEPTH_C1)
+    log_d = torch.log1p(d)
+    flat = log_d.flatten(1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    two = torch.stack((log_d, log_d.clamp(max=math.log1p(MAX_DEPTH_C2))), dim=1)
+    if tuple(two.shape[-2:]) != geometry.resize:
+        two = F.interpolate(two, size=geometry.resize, mode="bilinear", align_corners=False, antialias=True)
+    span = hi - lo
+    valid = span > 0
+    inv_span = torch.where(valid, 1.0 / torch.where(valid, span, torch.ones_like(span)), torch.zeros_like(span))
+    r, rc = two[:, 0], two[:, 1]
+    c1 = r * (1.0 / math.log1p(MAX_DEPTH_C1))
+    c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp_(0.0, 1.0)
+    c3 = (r - lo[:, None, None]) * inv_span[:, None, None]
+    out = torch.stack(
+        [(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD)],
+        dim=1,
+    )
+    ph, pw = geometry.padded[0] - geometry.resize[0], geometry.padded[1] - geometry.resize[1]
+    if ph or pw:
+        out = F.pad(out, (0, pw, 0, ph))
+    return out
