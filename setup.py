@@ -1,0 +1,34 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "defm_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/models", ["models/README.md"]),
+    ],
+    install_requires=["setuptools", "numpy", "pillow"],
+    extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm"],
+                    "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap"]},
+    python_requires=">=3.10",
+    zip_safe=True,
+    maintainer="defm_ros maintainers",
+    maintainer_email="defm-ros@example.com",
+    description="DeFM depth foundation model features for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "defm_node = defm_ros.node:main",
+            "defm-ros = defm_ros.cli:main",
+        ],
+    },
+)
