@@ -136,12 +136,15 @@ class Encoder:
             raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(t.shape)}")
         return t.to(self.device, non_blocking=True)
 
-    def preprocess(self, depth_m: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def preprocess(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
         """Depth in metres -> the normalized network input, on the model's device."""
-        return normalize_depth(self.to_device(depth_m), self.geometry, self.depth_mode)
+        return normalize_depth(self.to_device(depth_m), self.geometry, depth_mode or self.depth_mode)
 
-    def encode(self, depth_m: np.ndarray | torch.Tensor) -> Features:
-        """Depth in metres, (H, W) or (B, H, W), numpy or torch -> Features with a batch dim."""
-        cls, dense = self.backend.run(self.preprocess(depth_m))
+    def encode(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> Features:
+        """Depth in metres, (H, W) or (B, H, W), numpy or torch -> Features with a batch dim.
+
+        `depth_mode` overrides the encoder's mode for this call ("relative" for monocular estimates).
+        """
+        cls, dense = self.backend.run(self.preprocess(depth_m, depth_mode))
         h, w = self._valid
         return Features(cls, dense[:, :, :h, :w])
