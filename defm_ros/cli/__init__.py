@@ -10,9 +10,6 @@ import sys
 VERBS = {
     "info": "list the model zoo, or describe one model / exported ONNX file",
     "demo": "encode real depth frames and write PCA feature images (the main job)",
-    "export": "export a model (optionally with normalization) to ONNX and check it",
-    "bench": "time preprocessing, inference and end-to-end per backend, side by side",
-    "extract": "read depth topics from bags and write feature bags / datasets",
 }
 
 

@@ -1,0 +1,104 @@
+"""Feature arrays <-> sensor_msgs/Image (SPEC §5), importable without rclpy or torch.
+
+Dense maps travel as h x w images with C float channels ("32FC<C>", or "16FC<C>" for half
+precision), row-major HWC, little-endian; class tokens as 1 x 1 images. OpenCV (and so
+cv_bridge) stops at 512 channels, so policies should decode with from_msg, which returns views
+of the message buffer instead of copies.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import numpy as np
+
+_ENCODING = re.compile(r"^(32|16)FC(\d+)$")
+_DTYPES = {"32": np.dtype("<f4"), "16": np.dtype("<f2")}
+MAX_CHANNELS = 65536
+
+
+class FeatureDecodeError(ValueError):
+    """A message that is not a well-formed feature map; the text says why."""
+
+
+def encoding_for(channels: int, dtype: np.dtype | str = np.float32) -> str:
+    bits = {np.dtype(np.float32): "32", np.dtype(np.float16): "16"}[np.dtype(dtype)]
+    return f"{bits}FC{channels}"
+
+
+def to_hwc_bytes(array: Any, layout: str = "chw", dtype: np.dtype | str = np.float32) -> tuple[np.ndarray, int]:
+    """A (C, h, w) / (h, w, C) / (C,) feature array -> contiguous little-endian HWC array, channels."""
+    if hasattr(array, "detach"):  # torch tensor, without importing torch
+        array = array.detach().cpu().numpy()
+    a = np.asarray(array)
+    if a.ndim == 1:
+        a = a[None, None, :]
+    elif a.ndim == 3:
+        if layout == "chw":
+            a = a.transpose(1, 2, 0)
+        elif layout != "hwc":
+            raise ValueError(f"layout must be 'chw' or 'hwc', got {layout!r}")
+    else:
+        raise ValueError(f"features must be (C,), (C, h, w) or (h, w, C), got shape {a.shape}")
+    out = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    return out, out.shape[2]
+
+
+def to_msg(array: Any, header: Any = None, layout: str = "chw", dtype: np.dtype | str = np.float32) -> Any:
+    """Dense map (C, h, w) or class token (C,) -> sensor_msgs/Image stamped with `header`."""
+    from sensor_msgs.msg import Image
+
+    hwc, channels = to_hwc_bytes(array, layout, dtype)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = hwc.shape[0], hwc.shape[1]
+    msg.encoding = encoding_for(channels, dtype)
+    msg.is_bigendian = False
+    msg.step = hwc.shape[1] * channels * hwc.itemsize
+    msg.data = hwc.tobytes()
+    return msg
+
+
+def from_msg(msg: Any, layout: str = "chw", as_torch: bool = False) -> Any:
+    """A feature Image -> array view of its buffer: (C, h, w) for layout "chw", (h, w, C) for "hwc".
+
+    No copy is made for little-endian messages without row padding (what to_msg writes). A class
+    token message gives (C, 1, 1); use `.reshape(-1)` for (C,).
+    """
+    m = _ENCODING.match(str(msg.encoding))
+    if not m:
+        raise FeatureDecodeError(f"encoding {msg.encoding!r} is not a feature map (expected 32FC<C> or 16FC<C>)")
+    channels = int(m.group(2))
+    if not 0 < channels <= MAX_CHANNELS:
+        raise FeatureDecodeError(f"implausible channel count {channels}")
+    dtype = _DTYPES[m.group(1)]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise FeatureDecodeError(f"zero-size feature map ({width}x{height})")
+    row = width * channels * dtype.itemsize
+    if step < row:
+        raise FeatureDecodeError(f"step {step} is shorter than a row of {width} x {channels} channels ({row} bytes)")
+    if len(msg.data) != step * height:
+        raise FeatureDecodeError(f"data has {len(msg.data)} bytes, but step*height = {step * height}")
+    buf = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :row]
+    if step != row:
+        buf = np.ascontiguousarray(buf)
+    if bool(msg.is_bigendian) != (sys.byteorder == "big"):
+        hwc = buf.view(dtype.newbyteorder(">" if msg.is_bigendian else "<")).astype(dtype.newbyteorder("="))
+    else:
+        hwc = buf.view(dtype.newbyteorder("="))
+    hwc = hwc.reshape(height, width, channels)
+    if layout == "chw":
+        out = hwc.transpose(2, 0, 1)
+    elif layout == "hwc":
+        out = hwc
+    else:
+        raise ValueError(f"layout must be 'chw' or 'hwc', got {layout!r}")
+    if as_torch:
+        import torch
+
+        return torch.from_numpy(out) if out.flags.writeable else torch.from_numpy(out.copy())
+    return out

@@ -1,0 +1,52 @@
+"""The real depth frames that ship beside the project (../shared/data, or $DEFM_ROS_DATA).
+
+Each folder has its own unit convention, kept here so tests, demo and benchmarks agree:
+defm_examples/ladders and cups are 8-bit centimetres; drawers are relative (monocular) depth;
+rgbd_examples/N/raw_depth.png are 16-bit millimetres (640x480).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class DepthFrame:
+    path: Path
+    depth: np.ndarray  # float32 metres, or relative values when mode == "relative"
+    mode: str  # "metric" or "relative"
+    raw: np.ndarray  # the image as stored (uint8 cm, uint16 mm, ...)
+
+
+def data_root() -> Path | None:
+    """$DEFM_ROS_DATA, else ../shared/data from the project root; None when neither exists."""
+    env = os.environ.get("DEFM_ROS_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    candidates.append(Path.cwd().parent / "shared" / "data")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def load_depth_png(path: Path) -> DepthFrame:
+    """A depth PNG -> metres, by its bit depth and folder: 16-bit = mm, 8-bit = cm, drawers = relative."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        raw = np.asarray(im)
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    if "drawers" in path.parts:
+        return DepthFrame(path, raw.astype(np.float32), "relative", raw)
+    scale = 0.001 if raw.dtype == np.uint16 else 0.01
+    return DepthFrame(path, raw.astype(np.float32) * np.float32(scale), "metric", raw)
+
+
+def depth_pngs(root: Path) -> list[Path]:
+    """Every depth PNG under root (colour images of the RGB-D scenes are skipped)."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*.png") if not p.name.startswith("rgb"))
