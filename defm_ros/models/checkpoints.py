@@ -7,6 +7,7 @@ never code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -123,19 +124,25 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+@functools.lru_cache(maxsize=None)
+def state_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a variant's state dict, built on the meta device where its constructor allows."""
+    from . import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(name)
+    except NotImplementedError:  # torchvision's RegNet computes its widths with real tensors
+        model = build_model(name)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def _guess_variant(state: dict[str, torch.Tensor], exclude: str) -> str | None:
-    """Which other zoo variant these keys and shapes belong to, built on the meta device (no memory)."""
-    from . import MODELS, build_model
+    """Which other zoo variant these keys and shapes belong to, if any."""
+    from . import MODELS
 
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    for name in MODELS:
-        if name == exclude:
-            continue
-        with torch.device("meta"):
-            ref = build_model(name).state_dict()
-        if shapes == {k: tuple(v.shape) for k, v in ref.items()}:
-            return name
-    return None
+    return next((n for n in MODELS if n != exclude and state_shapes(n) == shapes), None)
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec, source: str) -> None:

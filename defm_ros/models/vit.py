@@ -1,7 +1,7 @@
 """DINOv2-style ViT as DeFM trained it: SwiGLU FFN, LayerScale, chunked blocks, no registers.
 
-Parameter names match the official checkpoints, so they load strictly. Attention uses PyTorch's
-fused scaled-dot-product kernel; there is no xFormers dependency.
+Parameter names match the official checkpoints, so they load strictly. There is no xFormers
+dependency.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        if x.is_cuda:  # fused flash/memory-efficient kernels; equal to the explicit form within fp error
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:  # upstream's exact operation order, so CPU fp32 features match the reference to 1e-5
+            x = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from defm_ros.sample_data import data_root
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    root = data_root()
+    if root is None:
+        pytest.skip("shared depth data not found (set DEFM_ROS_DATA or keep ../shared/data beside the clone)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never reach the network: the Hub is treated as offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,62 @@
+"""The upstream `defm` package as a test oracle: its models built offline with random weights."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import pytest
+import torch
+
+defm = pytest.importorskip("defm", reason="the upstream defm package (test oracle) is not installed")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from defm.model_factory import get_defm_config
+    from defm.models import vision_transformer as upstream_vits
+    from defm.models.efficientnet_bifpn import EfficientNetBiFPN
+    from defm.models.regnet_bifpn import RegNetBiFPN
+    from defm.models.resnet_bifpn import ResNetBiFPN
+    from defm.utils import preprocess_depth_batch, preprocess_depth_dav2, preprocess_depth_image  # noqa: F401
+
+_CNN = {"resnet": ResNetBiFPN, "regnet": RegNetBiFPN, "efficientnet": EfficientNetBiFPN}
+
+
+def upstream_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """Upstream's architecture for `name`, as create_defm_model builds it, without any download.
+
+    Every parameter is perturbed, so that norms and layer scales are not at their trivial init.
+    """
+    cfg = get_defm_config(name)
+    torch.manual_seed(seed)
+    if "vit" in cfg.arch:
+        model = upstream_vits.__dict__[cfg.arch](
+            img_size=cfg.global_crops_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+            init_values=cfg.layerscale, ffn_layer=cfg.ffn_layer, block_chunks=cfg.block_chunks,
+            qkv_bias=cfg.qkv_bias, proj_bias=cfg.proj_bias, ffn_bias=cfg.ffn_bias,
+            num_register_tokens=cfg.num_register_tokens, interpolate_offset=cfg.interpolate_offset,
+            interpolate_antialias=cfg.interpolate_antialias)
+    else:
+        family = next(k for k in _CNN if k in cfg.arch)
+        with contextlib.redirect_stdout(io.StringIO()):  # upstream prints channel lists
+            model = _CNN[family](backbone_name=cfg.arch, out_channels=cfg.out_channels, pretrained=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def upstream_forward(model: torch.nn.Module, x: torch.Tensor, level: str = "P4") -> tuple[torch.Tensor, torch.Tensor]:
+    """(class token, dense map) the way upstream's README and notebooks read them."""
+    with torch.no_grad():
+        if hasattr(model, "get_intermediate_layers"):
+            ((dense, cls),) = model.get_intermediate_layers(x, n=1, reshape=True, return_class_token=True)
+            return cls, dense
+        out = model(x)
+        return out["global_backbone"], out["dense_bifpn"][level]
+
+
+def save_official(model: torch.nn.Module, path, wrap: bool = False) -> None:
+    """Save a state dict the way the published <name>.pth files are saved."""
+    sd = model.state_dict()
+    torch.save({"model": sd} if wrap else sd, path)
