@@ -145,6 +145,9 @@ class Encoder:
 
         `depth_mode` overrides the encoder's mode for this call ("relative" for monocular estimates).
         """
-        cls, dense = self.backend.run(self.preprocess(depth_m, depth_mode))
+        if getattr(self.backend, "takes_depth", False) and (depth_mode or self.depth_mode) == self.depth_mode:
+            cls, dense = self.backend.run_depth(self.to_device(depth_m))  # it normalizes inside its own graph
+        else:
+            cls, dense = self.backend.run(self.preprocess(depth_m, depth_mode))
         h, w = self._valid
         return Features(cls, dense[:, :, :h, :w])

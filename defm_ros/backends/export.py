@@ -182,7 +182,8 @@ def with_normalization(net_model: Any, info: StreamInfo, camera_size: tuple[int,
     """One graph: raw depth -> normalization -> network."""
     import onnx.compose
 
-    pre = onnx.compose.add_prefix(normalization_graph(info, camera_size, dynamic_batch), "normalize/")
+    pre = onnx.compose.add_prefix(normalization_graph(info, camera_size, dynamic_batch), "normalize/",
+                                  rename_inputs=False)
     return onnx.compose.merge_models(pre, net_model, io_map=[(f"normalize/{NET_INPUT}", NET_INPUT)])
 
 

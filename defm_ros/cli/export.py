@@ -1,0 +1,72 @@
+"""Export a model to ONNX, check it against torch on real depth frames, and write its sidecar JSON.
+
+With --camera-size the file takes raw depth in metres of that size (normalization in the graph, one
+ONNX Runtime call per frame); without, it takes the normalized (B, 3, H, W) tensor. Outputs are
+`cls` and `dense`, float32, whatever the precision. The sidecar <file>.json is what the node
+publishes on ~/features/info; keep it next to the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..models import MODELS
+from . import CliError
+from .common import size_type
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default="defm_resnet18", choices=list(MODELS), metavar="NAME",
+                   help="model variant (default defm_resnet18; see `defm-ros info`)")
+    p.add_argument("--weights", "-w", default=None,
+                   help="checkpoint .pth (default: models/, HF cache, Hub), or 'random' for smoke runs")
+    p.add_argument("--size", type=size_type, default=(224, 224), help="network input size N or HxW (default 224)")
+    p.add_argument("--dense-level", default="P4", choices=["P3", "P4", "P5"], help="CNN dense level")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                   help="weights and activations; inputs and outputs stay float32 (default fp32)")
+    p.add_argument("--camera-size", type=size_type, default=None, metavar="HxW",
+                   help="put the normalization in the graph for raw depth of this size, e.g. 480x640")
+    p.add_argument("--depth-mode", default="metric", choices=["metric", "relative"],
+                   help="normalization put in the graph (with --camera-size)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="output .onnx (default <model>_<HxW>[_cam<HxW>]_<precision>.onnx here)")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs torch comparison")
+
+
+def _default_name(args: argparse.Namespace) -> Path:
+    cam = f"_cam{args.camera_size[0]}x{args.camera_size[1]}" if args.camera_size else ""
+    return Path(f"{args.model}_{args.size[0]}x{args.size[1]}{cam}_{args.precision}.onnx")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..backends.export import ExportError, export_model
+
+    if args.batch < 1:
+        raise CliError(f"--batch must be >= 1, got {args.batch}")
+    out = args.output or _default_name(args)
+    if out.suffix != ".onnx":
+        raise CliError(f"output must end in .onnx, got {out}")
+    try:
+        side = export_model(args.model, out, weights=args.weights, input_size=args.size, dense_level=args.dense_level,
+                            depth_mode=args.depth_mode, camera_size=args.camera_size,
+                            batch=None if args.dynamic_batch else args.batch, precision=args.precision,
+                            check=not args.no_check)
+    except ExportError as exc:
+        raise CliError(str(exc)) from exc
+    onnx = side["onnx"]
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out}.json")
+    print(f"  input  {onnx['input_name']} {onnx['input_shape']} float32 ({onnx['input']})")
+    print(f"  output cls [{onnx['input_shape'][0]}, {side['cls_channels']}], dense [.., {side['dense_channels']}, "
+          f"{side['padded_size'][0] // side['stride']}, {side['padded_size'][1] // side['stride']}] "
+          f"(crop to {side['dense_size'][0]}x{side['dense_size'][1]})")
+    check = onnx["check"]
+    if check:
+        print(f"  check  max |onnx - torch|: cls {check['max_abs_err_cls']:.2e}, dense {check['max_abs_err_dense']:.2e}"
+              f" (tolerance {check['tolerance_dense']:.1e}) on {len(check['frames'])} frame(s)")
+    for w in side["warnings"]:
+        print(f"  WARNING {w}")
+    return 0
