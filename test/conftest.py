@@ -17,3 +17,15 @@ def shared_data():
 def _offline(monkeypatch):
     """Tests never reach the network: the Hub is treated as offline."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ros_domain():
+    """Real rclpy in this process, on a domain of its own so parallel runs don't cross-talk."""
+    import os
+
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+    os.environ["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 200)
+    rclpy.init()
+    yield os.environ["ROS_DOMAIN_ID"]
+    rclpy.shutdown()

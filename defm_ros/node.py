@@ -1,0 +1,342 @@
+"""defm_node: depth images in, DeFM dense features and class tokens out (SPEC §5, §6).
+
+The only module that imports rclpy. Callbacks only park the newest message per camera; one worker
+thread decodes, batches across cameras, runs the encoder and publishes, so inference never blocks
+parameters, diagnostics or other cameras, and stale frames are dropped (and counted), never queued.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from .depth_codecs import DepthDecodeError, decode_depth
+from .features import to_msg
+from .pipeline import LatestFrames, StreamStats, group_by_shape
+
+PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+
+# name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
+PARAMS = {
+    "model": ("defm_resnet18", "DeFM variant (see `defm-ros info`)", None),
+    "weights": ("", "checkpoint .pth / exported .onnx; empty: models/, HF cache, Hub; 'random' for smoke tests", None),
+    "backend": ("torch", "inference backend", ("torch", "onnxruntime")),
+    "device": ("cpu", "cpu, cuda or cuda:N; preprocessing runs there too", None),
+    "precision": ("fp32", "compute precision", ("fp32", "fp16", "bf16")),
+    "input_size": ([224, 224], "[H, W] the depth image is resized to", None),
+    "dense_level": ("P4", "BiFPN level for CNN dense maps (stride 8/16/32)", ("P3", "P4", "P5")),
+    "depth_mode": ("metric", "metric depth, or relative (monocular estimates)", ("metric", "relative")),
+    "depth_scale": (0.001, "metres per unit of 16-bit depth (RealSense: 0.001)", (1e-6, 1.0)),
+    "depth_topic": ("~/depth", "single-camera input topic (remappable)", None),
+    "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic>", None),
+    "camera_depth_topic": ("depth", "input topic inside each camera namespace", None),
+    "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth", ("raw", "compressedDepth")),
+    "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers",
+                        ("auto", "reliable", "best_effort")),
+    "output_dtype": ("float32", "feature message precision (32FC<C> or 16FC<C>)", ("float32", "float16")),
+    "publish_pca": (False, "also publish ~/features/pca (rgb8) for RViz/Foxglove", None),
+    "batch_window_ms": (5.0, "multi-camera: wait this long for the other cameras' frames", (0.0, 200.0)),
+    "stale_warn_s": (1.0, "diagnostics WARN after this long without input", (0.01, 3600.0)),
+    "stale_error_s": (5.0, "diagnostics ERROR after this long without input", (0.01, 3600.0)),
+}
+RUNTIME = {"depth_scale", "publish_pca", "batch_window_ms", "stale_warn_s", "stale_error_s"}
+
+
+def _descriptor(name: str) -> ParameterDescriptor:
+    default, text, constraint = PARAMS[name]
+    d = ParameterDescriptor(description=text, read_only=name not in RUNTIME)
+    if isinstance(constraint, tuple) and isinstance(constraint[0], str):
+        d.additional_constraints = "one of: " + ", ".join(constraint)
+    elif isinstance(constraint, tuple) and isinstance(default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=constraint[0], to_value=constraint[1])]
+    elif isinstance(constraint, tuple):
+        d.integer_range = [IntegerRange(from_value=constraint[0], to_value=constraint[1], step=1)]
+    return d
+
+
+def check_value(name: str, value) -> str | None:
+    """Why `value` is invalid for parameter `name`, or None when it is fine."""
+    constraint = PARAMS[name][2]
+    if isinstance(constraint, tuple) and isinstance(constraint[0], str) and value not in constraint:
+        return f"{name} must be one of {list(constraint)}, got {value!r}"
+    if name == "input_size" and (len(value) != 2 or min(value) < 32 or max(value) > 4096):
+        return f"input_size must be [H, W] with 32 <= H, W <= 4096, got {list(value)}"
+    if name == "model":
+        from .models import MODELS
+
+        if value not in MODELS:
+            return f"model must be one of {list(MODELS)}, got {value!r}"
+    if name == "device" and not (value == "cpu" or value == "cuda" or value.startswith("cuda:")):
+        return f"device must be cpu, cuda or cuda:N, got {value!r}"
+    return None
+
+
+class DefmNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("defm_node", **kwargs)
+        for name, (default, _, _) in PARAMS.items():
+            self.declare_parameter(name, default, _descriptor(name))
+        p = {name: self.get_parameter(name).value for name in PARAMS}
+        problems = [msg for name, value in p.items() if (msg := check_value(name, value))]
+        if p["stale_warn_s"] >= p["stale_error_s"]:
+            problems.append("stale_warn_s must be smaller than stale_error_s")
+        if problems:
+            raise ValueError("invalid parameters: " + "; ".join(problems))
+        self.p = p
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        from .encoder import Encoder  # torch is imported only once parameters are known to be valid
+
+        self.encoder = Encoder(
+            p["model"], weights=p["weights"] or None, backend=p["backend"], device=p["device"],
+            input_size=tuple(p["input_size"]), precision=p["precision"], dense_level=p["dense_level"],
+            depth_mode=p["depth_mode"])
+        info = self.encoder.info
+        for w in info["warnings"]:
+            self.get_logger().warn(w)
+
+        cameras = [c for c in p["cameras"] if c]
+        bases = [f"{c}/{p['camera_depth_topic']}" for c in cameras] or [p["depth_topic"]]
+        # Resolve (and remap) the base topic first: image_transport appends the transport after remapping.
+        self.inputs = [self.resolve_topic_name(t) for t in bases]
+        prefixes = [f"{c}/features" for c in cameras] or ["~/features"]
+        self.msg_type = CompressedImage if p["transport"] == "compressedDepth" else Image
+        if p["transport"] == "compressedDepth":
+            self.inputs = [f"{t}/compressedDepth" for t in self.inputs]
+
+        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self.pub_dense, self.pub_cls, self.pub_pca = [], [], []
+        self.info_json = String(data=self.encoder.info_obj.to_json())
+        for prefix in prefixes:
+            self.pub_dense.append(self.create_publisher(Image, f"{prefix}/dense", out_qos,
+                                                        qos_overriding_options=overrides))
+            self.pub_cls.append(self.create_publisher(Image, f"{prefix}/cls", out_qos,
+                                                      qos_overriding_options=overrides))
+            self.pub_pca.append(self.create_publisher(Image, f"{prefix}/pca", out_qos))
+            self.create_publisher(String, f"{prefix}/info", latched).publish(self.info_json)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.frames = LatestFrames(len(self.inputs))
+        self.stats = [StreamStats() for _ in self.inputs]
+        self.subs: list = [None] * len(self.inputs)
+        self.sub_reliability: list = [None] * len(self.inputs)
+        self._follow_publishers()
+        self.create_timer(1.0, self._follow_publishers)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self._stop = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="defm_worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"{info['model']} on {info['device']} ({info['backend']}, {info['precision']}), input "
+            f"{info['input_size']}, dense {info['dense_channels']}x{info['dense_size']} stride {info['stride']}; "
+            f"listening on {', '.join(self.resolve_topic_name(t) for t in self.inputs)}")
+
+    # --- parameters -------------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name not in PARAMS:
+                continue
+            if param.name not in RUNTIME:
+                return SetParametersResult(successful=False, reason=f"{param.name} is fixed at start-up; restart")
+            if (why := check_value(param.name, param.value)) is not None:
+                return SetParametersResult(successful=False, reason=why)
+        for param in params:
+            if param.name in PARAMS:
+                self.p[param.name] = param.value
+        return SetParametersResult(successful=True)
+
+    # --- input ------------------------------------------------------------------------------------
+    def _wanted_reliability(self, topic: str, current):
+        """Follow the publishers, like ros2 bag: reliable only when every publisher offers it."""
+        forced = self.p["qos_reliability"]
+        if forced != "auto":
+            return RELIABILITY[forced]
+        offers = [i.qos_profile.reliability for i in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))]
+        if not offers:
+            return current or ReliabilityPolicy.BEST_EFFORT  # best effort matches any publisher that appears
+        if all(o == ReliabilityPolicy.RELIABLE for o in offers):
+            return ReliabilityPolicy.RELIABLE
+        return ReliabilityPolicy.BEST_EFFORT
+
+    def _follow_publishers(self) -> None:
+        for i, topic in enumerate(self.inputs):
+            want = self._wanted_reliability(topic, self.sub_reliability[i])
+            if want == self.sub_reliability[i]:
+                continue
+            if self.subs[i] is not None:
+                self.destroy_subscription(self.subs[i])
+            qos = QoSProfile(depth=1, reliability=want)
+            self.subs[i] = self.create_subscription(self.msg_type, topic, lambda m, i=i: self._on_depth(i, m), qos)
+            self.sub_reliability[i] = want
+            self.get_logger().info(f"subscribed to {self.resolve_topic_name(topic)} ({want.name.lower()}, keep last 1)")
+
+    def _on_depth(self, camera: int, msg) -> None:
+        now = time.monotonic()
+        self.stats[camera].on_input(now)
+        self.frames.put(camera, msg, now)
+
+    # --- worker -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frames = self.frames.take(timeout=0.1, window=self.p["batch_window_ms"] / 1000.0)
+            decoded = []
+            for f in frames:
+                try:
+                    decoded.append((f, decode_depth(f.msg, self.p["depth_scale"])))
+                except DepthDecodeError as exc:
+                    self.stats[f.camera].rejected += 1
+                    self.get_logger().warn(f"rejected frame on {self.inputs[f.camera]}: {exc}",
+                                           throttle_duration_sec=2.0)
+            for group in group_by_shape(decoded):
+                self._encode_and_publish(group)
+
+    def _encode_and_publish(self, group) -> None:
+        import numpy as np
+
+        try:
+            feats = self.encoder.encode(np.stack([d for _, d in group]))
+            cls, dense = feats.numpy()
+        except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
+            for f, _ in group:
+                self.stats[f.camera].errors += 1
+            self.get_logger().error(f"inference failed, frame dropped: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=2.0)
+            return
+        dtype = np.float16 if self.p["output_dtype"] == "float16" else np.float32
+        for k, (f, depth) in enumerate(group):
+            header = f.msg.header
+            self.pub_dense[f.camera].publish(to_msg(dense[k], header, dtype=dtype))
+            self.pub_cls[f.camera].publish(to_msg(cls[k], header, dtype=dtype))
+            if self.p["publish_pca"]:
+                self._publish_pca(f.camera, dense[k], depth.shape, header)
+            now = time.monotonic()
+            stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+            clock = self.get_clock().now().nanoseconds * 1e-9
+            self.stats[f.camera].on_output(now, now - f.received, clock - stamp)
+
+    def _publish_pca(self, camera: int, dense, shape, header) -> None:
+        from .pca import pca_rgb
+
+        rgb = pca_rgb(dense, out_size=shape)
+        self.pub_pca[camera].publish(Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                                           step=rgb.shape[1] * 3, data=rgb.tobytes()))
+
+    # --- diagnostics ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        info = self.encoder.info
+        for i, topic in enumerate(self.inputs):
+            s = self.stats[i]
+            stale = s.staleness(now)
+            level, message = DiagnosticStatus.OK, "ok"
+            if stale is None:
+                level, message = DiagnosticStatus.WARN, "no input yet"
+            elif stale > self.p["stale_error_s"]:
+                level, message = DiagnosticStatus.ERROR, f"input stale for {stale:.1f} s"
+            elif stale > self.p["stale_warn_s"]:
+                level, message = DiagnosticStatus.WARN, f"input stale for {stale:.1f} s"
+            if info["random_weights"]:
+                level, message = max(level, DiagnosticStatus.WARN), message + "; RANDOM WEIGHTS"
+            recv_med, recv_p95 = s.percentiles(s.latency_recv)
+            stamp_med, stamp_p95 = s.percentiles(s.latency_stamp)
+            values = {
+                "input_rate_hz": f"{s.rate(s.received, now):.2f}",
+                "output_rate_hz": f"{s.rate(s.published, now):.2f}",
+                "latency_receive_to_publish_ms_median": f"{recv_med * 1e3:.1f}",
+                "latency_receive_to_publish_ms_p95": f"{recv_p95 * 1e3:.1f}",
+                "latency_stamp_to_publish_ms_median": f"{stamp_med * 1e3:.1f}",
+                "latency_stamp_to_publish_ms_p95": f"{stamp_p95 * 1e3:.1f}",
+                "dropped_frames": str(self.frames.dropped[i]),
+                "rejected_frames": str(s.rejected),
+                "failed_frames": str(s.errors),
+                "published_frames": str(s.total_out),
+                "backend": info["backend"],
+                "device": info["device"],
+                "model": info["model"],
+                "input_reliability": self.sub_reliability[i].name.lower() if self.sub_reliability[i] else "none",
+            }
+            arr.status.append(DiagnosticStatus(
+                level=level, name=f"defm_node: {self.resolve_topic_name(topic)}", message=message,
+                hardware_id=info["device"], values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+        self.pub_diag.publish(arr)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self.frames.wake()
+        self.worker.join(timeout)
+
+
+def large_data_profile() -> Path | None:
+    """The shipped Fast DDS large-data profile (config/fastdds_large_data.xml), installed or in-tree."""
+    here = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_data.xml"
+    if here.is_file():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory("defm_ros")) / "config" / "fastdds_large_data.xml"
+        return shared if shared.is_file() else None
+    except Exception:
+        return None
+
+
+def apply_large_data_profile(environ: dict = os.environ) -> str | None:
+    """Use the large-data profile for this process's DDS participant unless the user chose one."""
+    if environ.get(PROFILE_ENV) or environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return None
+    profile = large_data_profile()
+    if profile is not None:
+        environ[PROFILE_ENV] = str(profile)
+        return str(profile)
+    return None
+
+
+def main(args: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    profile = apply_large_data_profile()
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = DefmNode()
+        if profile:
+            node.get_logger().info(f"Fast DDS large-data profile: {profile}")
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # a start-up failure: say why and exit non-zero before publishing anything
+        print(f"defm_node: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

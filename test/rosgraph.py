@@ -1,0 +1,94 @@
+"""Helpers for real-rclpy process tests: start defm_node in its own process, probe its topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def ros_env() -> dict:
+    return dict(os.environ)
+
+
+def start_node(params: dict, remaps: dict | None = None, extra_env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "defm_ros.node", "--ros-args"]
+    for k, v in params.items():
+        if isinstance(v, list):
+            v = "[" + ",".join(f"'{x}'" if isinstance(x, str) else str(x) for x in v) + "]"
+        elif isinstance(v, bool):
+            v = str(v).lower()
+        cmd += ["-p", f"{k}:={v}"]
+    for k, v in (remaps or {}).items():
+        cmd += ["-r", f"{k}:={v}"]
+    env = ros_env()
+    env.update(extra_env or {})
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def start_camera(topic: str, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+    env = ros_env()
+    env.update(extra_env or {})
+    return subprocess.Popen([sys.executable, str(FIXTURES / "depth_publisher.py"), topic, *args], cwd=ROOT, env=env)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    out = proc.stdout.read() if proc.stdout else ""
+    return proc.returncode, out
+
+
+class Probe:
+    """A test-side node that records messages on topics, spun in a background thread."""
+
+    def __init__(self, name: str = "probe") -> None:
+        self.node = rclpy.create_node(name)
+        self.received: dict[str, list] = {}
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._stop = False
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def listen(self, msg_type, topic: str, reliable: bool = True, latched: bool = False) -> list:
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        box = self.received.setdefault(topic, [])
+        self.node.create_subscription(msg_type, topic, box.append, qos)
+        return box
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.node.destroy_node()

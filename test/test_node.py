@@ -1,0 +1,87 @@
+"""defm_node over real topics: a separate node process, fixture cameras, a probe (SPEC §5, §6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .rosgraph import Probe, start_camera, start_node, stop
+
+pytestmark = pytest.mark.ros
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from defm_ros.features import from_msg  # noqa: E402
+
+BASE = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [224, 224]}
+
+
+@pytest.fixture
+def probe(ros_domain):
+    p = Probe()
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "compressed"])
+def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path):
+    import torch
+
+    from defm_ros.models import build_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pth"
+    torch.save(build_model(BASE["model"]).state_dict(), ckpt)
+    transport = "compressedDepth" if encoding == "compressed" else "raw"
+    node = start_node({**BASE, "weights": str(ckpt), "transport": transport}, {"~/depth": "/cam/depth"})
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    cls = probe.listen(Image, "/defm_node/features/cls")
+    info = probe.listen(String, "/defm_node/features/info", latched=True)
+    topic = "/cam/depth/compressedDepth" if encoding == "compressed" else "/cam/depth"
+    cam = start_camera(topic, "--rate", "5", "--count", "8", "--encoding", encoding)
+    try:
+        assert probe.wait_for(lambda: len(dense) >= 6 and len(cls) >= 6, 60), stop(node)[1]
+    finally:
+        cam.wait(30)
+        code, log = stop(node)
+    from defm_ros import Encoder
+    from defm_ros.depth_codecs import decode_depth
+
+    from .fixtures.depth_publisher import frames
+
+    enc = Encoder(BASE["model"], weights=str(ckpt), input_size=(224, 224))
+    depths = [decode_depth(m) for m in frames(encoding)]
+    meta = json.loads(info[0].data)
+    assert meta["model"] == BASE["model"] and meta["dense_channels"] == 64 and meta["stride"] == 16
+    for d_msg, c_msg in zip(dense, cls):
+        assert d_msg.header == c_msg.header
+        assert d_msg.header.frame_id == "camera_depth_optical_frame"
+        k = d_msg.header.stamp.sec - 1000
+        assert d_msg.encoding == "32FC64" and (d_msg.height, d_msg.width) == (14, 14)
+        assert c_msg.encoding == "32FC192" and (c_msg.height, c_msg.width) == (1, 1)
+        want = enc.encode(depths[k % len(depths)])
+        np.testing.assert_allclose(from_msg(d_msg), want.dense[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(from_msg(c_msg).reshape(-1), want.cls[0].numpy(), atol=1e-4)
+    assert code == 0, log
+
+
+def test_diagnostics_and_bad_parameters(probe):
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    node = start_node({**BASE, "stale_warn_s": 0.5, "stale_error_s": 1.0}, {"~/depth": "/diag/depth"})
+    try:
+        assert probe.wait_for(lambda: any(s.name.endswith("/diag/depth") for a in diags for s in a.status), 60)
+    finally:
+        stop(node)
+    status = next(s for a in diags for s in a.status if s.name.endswith("/diag/depth"))
+    keys = {kv.key for kv in status.values}
+    assert {"input_rate_hz", "output_rate_hz", "latency_receive_to_publish_ms_p95",
+            "latency_stamp_to_publish_ms_p95", "dropped_frames", "rejected_frames", "backend", "device"} <= keys
+    assert status.level == DiagnosticStatus.WARN  # no input yet, random weights
+
+    bad = start_node({**BASE, "precision": "fp64"})
+    code, log = stop(bad, timeout=60) if bad.wait(60) is None else (bad.returncode, bad.stdout.read())
+    assert code != 0 and "precision must be one of" in log
