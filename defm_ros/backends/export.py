@@ -63,10 +63,12 @@ def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_out, n_in) weights of torch's antialiased bilinear resize along one axis.
 
     Resizing an identity gives the weights themselves, so `R_h @ x @ R_w.T` equals
-    F.interpolate(x, antialias=True) to float rounding. ONNX Resize (opset 18 antialias) uses a
-    different filter support and is off by up to 1e-2 on real depth, which is why it is not used.
+    F.interpolate(x, antialias=True) to float rounding (5e-7). The identity is float32 on purpose:
+    torch's float32 kernel rounds its weights, and float64 weights would be off from it (and so from
+    upstream) by up to 1e-4 on noisy input. ONNX Resize (opset 18 antialias) uses another filter
+    support and is off by up to 1e-2 on real depth, which is why it is not used.
     """
-    eye = torch.eye(n_in, dtype=torch.float64)[None, None]
+    eye = torch.eye(n_in)[None, None]
     out = F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=True)
     return out[0, 0].float()
 
@@ -137,16 +139,16 @@ def _to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_n
     return onnx.load_from_string(buf.getvalue())
 
 
-def network_graph(net: nn.Module, info: StreamInfo, dynamic_batch: bool = True, precision: str = "fp32") -> Any:
-    """The network alone: normalized `input` (B, 3, *padded) -> `cls`, `dense`."""
+def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None, precision: str = "fp32") -> Any:
+    """The network alone: normalized `input` (B, 3, *padded) -> `cls`, `dense`; batch None is dynamic."""
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"ONNX export precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
     half = precision == "fp16"
     net = net.eval().to("cpu", torch.float16 if half else torch.float32)
     try:
-        example = torch.zeros(2 if dynamic_batch else 1, 3, *info.padded_size)
+        example = torch.zeros(batch or 2, 3, *info.padded_size)
         with _fixed_pos_embed(net, info):
-            return _to_onnx(_FloatIO(net, half), example, NET_INPUT, list(OUTPUT_NAMES), dynamic_batch)
+            return _to_onnx(_FloatIO(net, half), example, NET_INPUT, list(OUTPUT_NAMES), batch is None)
     finally:
         net.float()
 
@@ -169,20 +171,20 @@ def _fixed_pos_embed(net: nn.Module, info: StreamInfo) -> Iterator[None]:
         del net._pos_embed
 
 
-def normalization_graph(info: StreamInfo, camera_size: tuple[int, int], dynamic_batch: bool = True) -> Any:
+def normalization_graph(info: StreamInfo, camera_size: tuple[int, int], batch: int | None = None) -> Any:
     """Raw `depth` (B, *camera_size) in metres -> the normalized `input` the network takes."""
     geom = InputGeometry(tuple(info.input_size), tuple(info.padded_size))
-    example = torch.rand(2 if dynamic_batch else 1, *camera_size) * 5.0
+    example = torch.rand(batch or 2, *camera_size) * 5.0
     return _to_onnx(GraphNormalize(camera_size, geom, info.depth_mode), example, DEPTH_INPUT, [NET_INPUT],
-                    dynamic_batch)
+                    batch is None)
 
 
 def with_normalization(net_model: Any, info: StreamInfo, camera_size: tuple[int, int],
-                       dynamic_batch: bool = True) -> Any:
+                       batch: int | None = None) -> Any:
     """One graph: raw depth -> normalization -> network."""
     import onnx.compose
 
-    pre = onnx.compose.add_prefix(normalization_graph(info, camera_size, dynamic_batch), "normalize/",
+    pre = onnx.compose.add_prefix(normalization_graph(info, camera_size, batch), "normalize/",
                                   rename_inputs=False)
     return onnx.compose.merge_models(pre, net_model, io_map=[(f"normalize/{NET_INPUT}", NET_INPUT)])
 
@@ -292,10 +294,9 @@ def export_onnx(
 
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1 or None (dynamic), got {batch}")
-    dynamic = batch is None
-    model = network_graph(net, info, dynamic, precision)
+    model = network_graph(net, info, batch, precision)
     if camera_size is not None:
-        model = with_normalization(model, info, tuple(camera_size), dynamic)
+        model = with_normalization(model, info, tuple(camera_size), batch)
     report = check_model(model, net, info, precision, camera_size, batch) if check else None
     path = Path(path)
     _write_atomic(path, model.SerializeToString())

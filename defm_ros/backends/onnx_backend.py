@@ -192,7 +192,7 @@ class OnnxBackend:
         with self._lock:
             if camera_size not in self._pre:
                 log.info("building the normalization graph for %dx%d depth", *camera_size)
-                graph = normalization_graph(self.info, camera_size, dynamic_batch=True)
+                graph = normalization_graph(self.info, camera_size)
                 self._pre[camera_size] = self._session(graph.SerializeToString())
             return self._pre[camera_size]
 

@@ -1,0 +1,189 @@
+"""Time preprocessing, inference and end-to-end encode per backend on real depth frames, side by side.
+
+Each backend is timed in its own block after warm-up (never interleaved), with the same weights
+(random unless --weights is given: timing does not depend on them), so outputs are comparable too.
+Backends: torch, torch:channels_last, torch:compile, onnxruntime, onnxruntime:trt (options joined with +).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import CliError
+from .common import add_model_options, size_type
+
+BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt",)}
+
+
+def backend_spec(text: str) -> tuple[str, dict[str, bool]]:
+    """'onnxruntime:trt' -> ("onnxruntime", {"trt": True})."""
+    name, _, opts = text.partition(":")
+    if name not in BACKEND_OPTIONS:
+        raise argparse.ArgumentTypeError(f"backend must be one of {list(BACKEND_OPTIONS)}, got {name!r}")
+    flags = {o: True for o in opts.split("+") if o}
+    bad = [o for o in flags if o not in BACKEND_OPTIONS[name]]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{name} options are {BACKEND_OPTIONS[name]}, got {bad}")
+    return name, flags
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.set_defaults(weights="random")
+    p.add_argument("--backends", "-b", type=backend_spec, nargs="+", default=[("torch", {}), ("onnxruntime", {})],
+                   metavar="BACKEND", help="backends to compare, first is the baseline (default: torch onnxruntime)")
+    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--camera-size", type=size_type, default=(480, 640), metavar="HxW",
+                   help="depth frame size (default 480x640, the size of the shared real frames)")
+    p.add_argument("--iters", type=int, default=50, help="timed calls per measurement (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--threads", type=int, default=0, help="torch and ORT intra-op threads (default: all cores)")
+    p.add_argument("--json", default=None, help="also write the results here")
+
+
+def _timed(fn: Callable[[], Any], iters: int, sync: Callable[[], None], label: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    ms = np.empty(iters)
+    for i in tqdm(range(iters), desc=label, leave=False, unit="call"):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ms[i] = (time.perf_counter() - t0) * 1e3
+    return ms
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _bench_one(args: argparse.Namespace, name: str, flags: dict[str, bool], depth: Any) -> dict[str, Any]:
+    import torch
+
+    from ..encoder import Encoder
+
+    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    opts: dict[str, Any] = dict(flags)
+    if name == "onnxruntime":
+        opts["threads"] = args.threads
+    rss0 = _rss_mib()
+    torch.manual_seed(0)  # the same random weights for every backend
+    enc = Encoder(args.model, weights=args.weights, backend=name, device=args.device, input_size=args.size,
+                  precision=args.precision, dense_level=args.dense_level, **opts)
+    d = enc.to_device(depth)
+    be = enc.backend
+    if getattr(be, "takes_depth", False):
+        preprocess = lambda: be.normalize(d)  # noqa: E731
+    else:
+        preprocess = lambda: enc.preprocess(d)  # noqa: E731
+    x = preprocess()
+    label = f"{name}{':' + '+'.join(flags) if flags else ''}"
+    for _ in range(args.warmup):
+        enc.encode(d)
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = {
+        "preprocess": _timed(preprocess, args.iters, sync, f"{label} preprocess"),
+        "inference": _timed(lambda: be.run(x), args.iters, sync, f"{label} inference"),
+        "end_to_end": _timed(lambda: enc.encode(d), args.iters, sync, f"{label} encode"),
+    }
+    out = enc.encode(d)
+    res: dict[str, Any] = {"backend": label, "info": enc.info}
+    for k, v in times.items():
+        res[k] = {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))}
+    res["throughput_fps"] = args.batch * 1e3 / res["end_to_end"]["median_ms"]
+    res["rss_growth_mib"] = _rss_mib() - rss0
+    if cuda:
+        free, total = torch.cuda.mem_get_info()
+        res["gpu_used_mib"] = (total - free) / 2**20  # device-wide: ORT's arena is invisible to torch's counters
+        res["torch_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    res["_out"] = (out.cls.float().cpu(), out.dense.float().cpu())
+    return res
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    v = {"python": platform.python_version(), "torch": torch.__version__, "cpu": f"{cpu} x{os.cpu_count()}"}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        v["onnxruntime"] = "not installed"
+    if torch.cuda.is_available():
+        v["gpu"] = torch.cuda.get_device_name()
+    return v
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..backends.export import check_frames
+
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        raise CliError("--batch and --iters must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    depth, names = check_frames(args.camera_size, args.batch)
+    versions = _versions()
+    print(f"defm-ros bench: {args.model} {args.size[0]}x{args.size[1]}, batch {args.batch}, "
+          f"{args.camera_size[0]}x{args.camera_size[1]} depth, device {args.device}, {args.precision}, "
+          f"torch threads {torch.get_num_threads()}")
+    print("  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"  frames: {', '.join(sorted(set(names)))}")
+    results = []
+    for name, flags in args.backends:
+        results.append(_bench_one(args, name, flags, depth))
+        gc.collect()  # the previous backend's memory and threads are gone before the next block
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    base = results[0]
+    head = (f"{'backend':<26} {'preproc ms':>11} {'infer ms':>10} {'e2e ms':>8} {'e2e p95':>8} {'fps':>7} "
+            f"{'speedup':>8} {'max|d|':>9}")
+    print(head)
+    for r in results:
+        diff = max(float((a - b).abs().max()) for a, b in zip(r["_out"], base["_out"], strict=True))
+        r["max_abs_diff_vs_baseline"] = diff
+        r["speedup_vs_baseline"] = base["end_to_end"]["median_ms"] / r["end_to_end"]["median_ms"]
+        print(f"{r['backend']:<26} {r['preprocess']['median_ms']:>11.2f} {r['inference']['median_ms']:>10.2f} "
+              f"{r['end_to_end']['median_ms']:>8.2f} {r['end_to_end']['p95_ms']:>8.2f} {r['throughput_fps']:>7.1f} "
+              f"{r['speedup_vs_baseline']:>7.2f}x {diff:>9.1e}")
+    for r in results:
+        mem = f"RSS +{r['rss_growth_mib']:.0f} MiB"
+        if "gpu_used_mib" in r:
+            mem += f", GPU used {r['gpu_used_mib']:.0f} MiB (torch peak {r['torch_peak_mib']:.0f})"
+        info = r["info"]
+        print(f"  {r['backend']}: device {info['device']}, providers {info['providers'] or '-'}, {mem}")
+        for w in info["warnings"]:
+            print(f"    WARNING {w}")
+    if args.json:
+        for r in results:
+            del r["_out"]
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "versions": versions,
+                       "results": results}, f, indent=1, default=str)
+    return 0
