@@ -1,0 +1,181 @@
+"""ONNX Runtime backend through Encoder: parity with torch, sidecar checks, providers, cache, GPU."""
+
+from __future__ import annotations
+
+import logging
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from defm_ros import Encoder
+from defm_ros.backends.export import FP32_TOLERANCE, check_frames, export_onnx
+from defm_ros.backends.onnx_backend import OnnxBackend
+from defm_ros.info import StreamInfo
+
+CAMERA = (480, 640)
+HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
+gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_CUDA_EP),
+                         reason="needs a CUDA GPU, torch with CUDA and onnxruntime-gpu (CUDAExecutionProvider)")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFM_ROS_CACHE", str(tmp_path / "cache"))
+
+
+def _pair(model: str, size=(224, 224), device: str = "cpu", **kw) -> tuple[Encoder, Encoder]:
+    """Torch and ORT encoders with the same (seeded random) weights."""
+    torch.manual_seed(0)
+    ref = Encoder(model, weights="random", input_size=size, device=device)
+    torch.manual_seed(0)
+    return ref, Encoder(model, weights="random", input_size=size, device=device, backend="onnxruntime", **kw)
+
+
+def _assert_close(a, b, tol: float = FP32_TOLERANCE) -> None:
+    assert a.cls.shape == b.cls.shape and a.dense.shape == b.dense.shape
+    assert (a.cls.float().cpu() - b.cls.float().cpu()).abs().max() <= tol
+    assert (a.dense.float().cpu() - b.dense.float().cpu()).abs().max() <= tol
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    return check_frames(CAMERA, 2)[0]
+
+
+@pytest.mark.parametrize("model", ["defm_resnet18", "defm_efficientnet_b0", "defm_vit_s14"])
+def test_encoder_onnxruntime_matches_torch(model, frames):
+    ref, enc = _pair(model)
+    assert enc.backend.takes_depth
+    for depth in (frames[0], frames[0].numpy(), frames):  # (H, W) torch, numpy, and a batch
+        _assert_close(enc.encode(depth), ref.encode(depth))
+    info = enc.info
+    assert info["backend"] == "onnxruntime" and info["providers"] == ["CPUExecutionProvider"]
+    assert info["extra"]["normalization_in_graph"] is False and info["extra"]["onnx_file"].endswith(".onnx")
+    assert info["random_weights"] and info["warnings"]
+
+
+def test_normalization_graph_matches_torch_preprocess(frames):
+    ref, enc = _pair("defm_regnet_y_400mf", (200, 300))
+    x = enc.backend.normalize(frames)
+    assert x.shape == (2, 3, 224, 320)
+    assert (x - ref.preprocess(frames)).abs().max() < 1e-5
+
+
+def test_per_call_depth_mode_falls_back_to_torch_normalization(frames):
+    ref, enc = _pair("defm_resnet18")
+    rel = frames.clamp(0, 10)
+    _assert_close(enc.encode(rel, depth_mode="relative"), ref.encode(rel, depth_mode="relative"))
+
+
+def test_export_is_cached_per_weights(caplog):
+    torch.manual_seed(0)
+    Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+    with caplog.at_level(logging.INFO, logger="defm_ros"):
+        torch.manual_seed(0)
+        Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+        assert "using cached ONNX export" in caplog.text
+        caplog.clear()
+        torch.manual_seed(1)  # other random weights must not reuse the file
+        Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+        assert "using cached" not in caplog.text and "exporting" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def fused_file(tmp_path_factory) -> tuple:
+    """A file with normalization in its graph for 480x640 depth, plus the torch encoder it came from."""
+    torch.manual_seed(0)
+    ref = Encoder("defm_efficientnet_b0", weights="random")
+    path = tmp_path_factory.mktemp("onnx") / "b0.onnx"
+    export_onnx(ref.backend.model, ref.info_obj, path, camera_size=CAMERA, batch=1)
+    return path, ref
+
+
+def test_encoder_runs_an_exported_file_alone(fused_file, frames):
+    path, ref = fused_file
+    enc = Encoder("defm_efficientnet_b0", weights=path, backend="onnxruntime")
+    _assert_close(enc.encode(frames[1]), ref.encode(frames[1]))
+    info = enc.info
+    assert info["random_weights"] and info["weights"] == "random"  # provenance comes from the sidecar
+    assert info["extra"]["normalization_in_graph"] and info["extra"]["camera_size"] == list(CAMERA)
+    with pytest.raises(ValueError, match="exported for 480x640 depth, got 240x320"):
+        enc.encode(frames[:1, ::2, ::2])
+    with pytest.raises(ValueError, match="batch 1, got 2"):
+        enc.encode(frames)
+    with pytest.raises(ValueError, match="takes raw depth"):
+        enc.backend.run(ref.preprocess(frames[1]))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"model": "defm_resnet18"}, "model 'defm_efficientnet_b0'"),
+    ({"model": "defm_efficientnet_b0", "input_size": (256, 256)}, r"input_size \[224, 224\]"),
+    ({"model": "defm_efficientnet_b0", "dense_level": "P3"}, "dense_level 'P4'"),
+    ({"model": "defm_efficientnet_b0", "depth_mode": "relative"}, "depth_mode 'metric'"),
+])
+def test_a_file_for_another_stream_is_refused(fused_file, kwargs, match):
+    path, _ = fused_file
+    with pytest.raises(ValueError, match=match):
+        Encoder(weights=path, backend="onnxruntime", **kwargs)
+
+
+def test_missing_gpu_provider_is_a_loud_downgrade(fused_file, caplog):
+    if HAS_CUDA_EP:
+        pytest.skip("this onnxruntime has the CUDA provider; the downgrade path cannot be reached")
+    path, ref = fused_file
+    info = StreamInfo.from_dict(ref.info)
+    info.warnings = []
+    with caplog.at_level(logging.WARNING, logger="defm_ros"):
+        be = OnnxBackend(path, info, device="cuda", trt=True)
+    assert be.device == torch.device("cpu") and info.device == "cpu"
+    assert info.providers == ["CPUExecutionProvider"]
+    assert any("TensorRT" in w for w in info.warnings) and any("onnxruntime-gpu" in w for w in info.warnings)
+    assert "onnxruntime-gpu" in caplog.text
+
+
+def test_sessions_do_not_spin(fused_file):
+    path, ref = fused_file
+    be = OnnxBackend(path, StreamInfo.from_dict(ref.info), threads=1)
+    opts = be.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 1
+
+
+def test_bench_compares_backends_side_by_side(capsys, tmp_path):
+    import argparse
+    import json
+
+    from defm_ros.cli import bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    args = p.parse_args(["-m", "defm_regnet_y_400mf", "--iters", "3", "--warmup", "1", "--size", "64",
+                         "--json", str(tmp_path / "b.json"), "-b", "torch", "torch:channels_last", "onnxruntime"])
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "speedup" in out and "CPUExecutionProvider" in out
+    res = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert [r["backend"] for r in res] == ["torch", "torch:channels_last", "onnxruntime"]
+    assert all(r["max_abs_diff_vs_baseline"] <= FP32_TOLERANCE for r in res)
+    assert all(r["end_to_end"]["p95_ms"] >= r["end_to_end"]["median_ms"] > 0 for r in res)
+
+
+@pytest.mark.gpu
+@gpu
+def test_cuda_provider_matches_torch_cuda_and_stays_on_gpu(frames):
+    ref, enc = _pair("defm_resnet18", device="cuda")
+    assert enc.info["providers"][0] == "CUDAExecutionProvider"
+    out = enc.encode(frames.cuda())
+    assert out.cls.is_cuda and out.dense.is_cuda
+    _assert_close(out, ref.encode(frames.cuda()), tol=1e-3)  # TF32/cuDNN algorithm choices differ
+
+
+@pytest.mark.gpu
+@gpu
+def test_tensorrt_fp16_builds_and_caches_an_engine(frames, tmp_path):
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no TensorrtExecutionProvider (TensorRT libraries not installed)")
+    ref, enc = _pair("defm_resnet18", device="cuda", precision="fp16", trt=True, trt_cache_dir=tmp_path / "trt")
+    assert enc.info["providers"][0] == "TensorrtExecutionProvider"
+    out = enc.encode(frames.cuda())
+    assert any((tmp_path / "trt").iterdir())  # engines are cached for the next start
+    assert (out.dense.float() - ref.encode(frames.cuda()).dense.float()).abs().max() < 0.1
