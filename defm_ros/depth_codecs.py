@@ -17,6 +17,7 @@ import numpy as np
 MAX_SIDE = 16384  # larger than any depth camera; a header beyond this is treated as corrupt
 RAW_ENCODINGS = {"16UC1": "u2", "mono16": "u2", "32FC1": "f4"}
 COMPRESSED_HEADER = struct.Struct("<iff")  # compressionFormat, depthQuantA, depthQuantB
+PNG_MAX_RATIO = 1100  # above deflate's best case (~1032:1), with room for PNG's own overhead
 
 
 class DepthDecodeError(ValueError):
@@ -64,6 +65,11 @@ def _decode_png16(payload: bytes) -> np.ndarray:
             if im.format != "PNG":
                 raise DepthDecodeError(f"compressedDepth payload is {im.format}, not PNG")
             _check_dims(im.height, im.width)
+            # deflate expands at most ~1032:1, so a header claiming more pixels than the payload could
+            # hold is a truncated or forged file: refuse it before Pillow allocates the full image.
+            if im.height * (2 * im.width + 1) > PNG_MAX_RATIO * len(payload):
+                raise DepthDecodeError(f"compressedDepth PNG claims {im.width}x{im.height} pixels but holds only "
+                                       f"{len(payload)} bytes (truncated or corrupt)")
             if im.mode not in ("I;16", "I;16B", "I"):
                 raise DepthDecodeError(f"compressedDepth PNG has mode {im.mode}, expected 16-bit grayscale")
             arr = np.asarray(im)

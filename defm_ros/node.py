@@ -11,10 +11,12 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -26,6 +28,9 @@ from .features import to_msg
 from .pipeline import LatestFrames, StreamStats, group_by_shape
 
 PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+# Testing aid (never set on a robot): inference raises for frames whose header.frame_id equals this
+# value, so that the failure path (failed_frames, the next frame still works) is exercised live.
+FAULT_ENV = "DEFM_ROS_FAIL_FRAME_ID"
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 
 # name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
@@ -132,13 +137,17 @@ class DefmNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.frames = LatestFrames(len(self.inputs))
+        self.batch_sizes: deque[int] = deque(maxlen=256)
         self.stats = [StreamStats() for _ in self.inputs]
         self.subs: list = [None] * len(self.inputs)
         self.sub_reliability: list = [None] * len(self.inputs)
         self._follow_publishers()
-        self.create_timer(1.0, self._follow_publishers)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # Wall-clock timers: with use_sim_time a paused bag must not stop diagnostics or QoS following.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._follow_publishers, clock=steady)
+        self.create_timer(1.0, self._publish_diagnostics, clock=steady)
 
+        self._fail_frame_id = os.environ.get(FAULT_ENV) or None
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="defm_worker", daemon=True)
         self.worker.start()
@@ -199,17 +208,21 @@ class DefmNode(Node):
             for f in frames:
                 try:
                     decoded.append((f, decode_depth(f.msg, self.p["depth_scale"])))
-                except DepthDecodeError as exc:
+                except Exception as exc:  # DepthDecodeError; anything else is a codec bug, still not fatal
                     self.stats[f.camera].rejected += 1
-                    self.get_logger().warn(f"rejected frame on {self.inputs[f.camera]}: {exc}",
+                    why = exc if isinstance(exc, DepthDecodeError) else f"{type(exc).__name__}: {exc}"
+                    self.get_logger().warn(f"rejected frame on {self.inputs[f.camera]}: {why}",
                                            throttle_duration_sec=2.0)
             for group in group_by_shape(decoded):
+                self.batch_sizes.append(len(group))
                 self._encode_and_publish(group)
 
     def _encode_and_publish(self, group) -> None:
         import numpy as np
 
         try:
+            if self._fail_frame_id is not None and any(f.msg.header.frame_id == self._fail_frame_id for f, _ in group):
+                raise RuntimeError(f"injected fault ({FAULT_ENV}={self._fail_frame_id})")
             feats = self.encoder.encode(np.stack([d for _, d in group]))
             cls, dense = feats.numpy()
         except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
@@ -264,10 +277,12 @@ class DefmNode(Node):
                 "latency_receive_to_publish_ms_p95": f"{recv_p95 * 1e3:.1f}",
                 "latency_stamp_to_publish_ms_median": f"{stamp_med * 1e3:.1f}",
                 "latency_stamp_to_publish_ms_p95": f"{stamp_p95 * 1e3:.1f}",
+                "received_frames": str(s.total_in),
                 "dropped_frames": str(self.frames.dropped[i]),
                 "rejected_frames": str(s.rejected),
                 "failed_frames": str(s.errors),
                 "published_frames": str(s.total_out),
+                "mean_batch_size": f"{sum(self.batch_sizes) / max(len(self.batch_sizes), 1):.2f}",
                 "backend": info["backend"],
                 "device": info["device"],
                 "model": info["model"],
@@ -335,6 +350,11 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    # The process is about to exit: spare the interpreter's final garbage collection over torch's
+    # objects (~1.5 s on a small CPU), so that SIGINT/SIGTERM end the node well within 2 s.
+    import gc
+
+    gc.freeze()
     return code
 
 

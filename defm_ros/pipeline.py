@@ -77,9 +77,11 @@ class StreamStats:
     errors: int = 0
     last_input: float | None = None
     total_out: int = 0
+    total_in: int = 0
 
     def on_input(self, now: float) -> None:
         self.received.append(now)
+        self.total_in += 1
         self.last_input = now
 
     def on_output(self, now: float, since_receive: float, since_stamp: float) -> None:

@@ -1,0 +1,144 @@
+"""defm_node under real-size streams: lossless transport, drop-don't-queue, multi-camera, sim time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from .rosgraph import ROOT, Probe, start_camera, start_node, stop
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from defm_ros.features import from_msg  # noqa: E402
+
+PROFILE = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_data.xml")}
+FAST = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [160, 160]}
+
+
+@pytest.fixture
+def probe(ros_domain):
+    p = Probe()
+    yield p
+    p.close()
+
+
+def _diag(diags, suffix):
+    for arr in reversed(diags):
+        for s in arr.status:
+            if s.name.endswith(suffix):
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, count=150):
+    node = start_node({**FAST, **(node_params or {})}, {"~/depth": topic})
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    try:
+        assert probe.wait_for(lambda: _diag(diags, topic), 60), "node did not come up"
+        cam = start_camera(topic, "--count", str(count), *camera_args, extra_env=camera_env)
+        assert cam.wait(90) == 0
+        time.sleep(1.5)
+    finally:
+        code, log = stop(node)
+    return {m.header.stamp.sec for m in dense}, _diag(diags, topic), log
+
+
+@pytest.mark.parametrize("qos, env", [("reliable", None), ("best_effort", PROFILE)], ids=["reliable", "best_effort+profile"])
+def test_no_frame_lost_in_transport_at_30hz(probe, qos, env):
+    """640x480 16UC1 at 30 Hz; a small input size keeps the model ahead of the camera on a loaded CPU."""
+    stamps, diag, log = _run_stream(probe, f"/t_{qos}/depth", ["--rate", "30", "--qos", qos], env,
+                                    node_params={"input_size": [64, 64]})
+    assert int(diag["received_frames"]) >= 0.95 * 150, diag
+    assert len(stamps) >= 0.95 * 150, (len(stamps), diag, log)
+
+
+def test_best_effort_publisher_without_profile_still_connects(probe):
+    stamps, diag, log = _run_stream(probe, "/t_be/depth", ["--rate", "10", "--qos", "best_effort"], count=30)
+    assert stamps, log  # the subscription matched; large frames may be lost, as SPEC §6 explains
+    assert diag["input_reliability"] == "best_effort"
+
+
+def test_best_effort_subscriber_receives_large_dense_maps(probe):
+    """A ViT-S dense map at 224x308 is 540 KB; the node's own large-data profile gets it across."""
+    topic = "/t_vit/depth"
+    node = start_node({"model": "defm_vit_s14", "weights": "random", "input_size": [224, 308]}, {"~/depth": topic})
+    be = probe.listen(Image, "/defm_node/features/dense", reliable=False)
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    try:
+        assert probe.wait_for(lambda: _diag(diags, topic), 60)
+        cam = start_camera(topic, "--count", "40", "--rate", "5")
+        assert cam.wait(60) == 0
+        time.sleep(2.5)
+    finally:
+        stop(node)
+    published = int(_diag(diags, topic)["published_frames"])
+    assert published >= 20
+    assert be and be[0].encoding == "32FC384" and len(be[0].data) == 16 * 22 * 384 * 4
+    assert len(be) >= 0.95 * published
+
+
+def test_overload_drops_instead_of_queueing(probe):
+    """Frames arrive faster than the model runs: only the newest is processed; latency stays bounded."""
+    stamps, diag, log = _run_stream(probe, "/t_over/depth", ["--rate", "30"],
+                                    node_params={"model": "defm_resnet50", "input_size": [320, 320]}, count=90)
+    dropped, published = int(diag["dropped_frames"]), int(diag["published_frames"])
+    assert dropped > 0 and published < 90, diag
+    assert published + dropped >= 85, diag  # everything that arrived was either processed or counted
+    p95, median = float(diag["latency_receive_to_publish_ms_p95"]), float(diag["latency_receive_to_publish_ms_median"])
+    period = 1000.0 / max(float(diag["output_rate_hz"]), 1e-3)
+    assert p95 <= 2.0 * period, diag  # a queue would grow latency without bound; newest-only keeps it ~1 pass
+    assert median > 0
+
+
+def test_multi_camera_batched_per_camera_outputs(probe, tmp_path):
+    import torch
+
+    from defm_ros import Encoder
+    from defm_ros.depth_codecs import decode_depth
+    from defm_ros.models import build_model
+
+    from .fixtures.depth_publisher import frames
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "b0.pth"
+    torch.save(build_model("defm_efficientnet_b0").state_dict(), ckpt)
+    cams = ["front", "rear", "left"]
+    node = start_node({**FAST, "weights": str(ckpt), "cameras": cams, "batch_window_ms": 30.0})
+    outs = {c: probe.listen(Image, f"/{c}/features/dense") for c in cams}
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    try:
+        assert probe.wait_for(lambda: _diag(diags, "/front/depth"), 60)
+        procs = [start_camera(f"/{c}/depth", "--count", "20", "--rate", "5", "--offset", str(i))
+                 for i, c in enumerate(cams)]
+        assert all(p.wait(60) == 0 for p in procs)
+        time.sleep(1.5)
+    finally:
+        stop(node)
+    enc = Encoder("defm_efficientnet_b0", weights=str(ckpt), input_size=(160, 160))
+    depths = [decode_depth(m) for m in frames("16UC1")]
+    for i, cam in enumerate(cams):
+        assert len(outs[cam]) >= 18, (cam, len(outs[cam]))
+        for msg in outs[cam][:3]:
+            want = enc.encode(depths[(msg.header.stamp.sec - 1000 + i) % len(depths)]).dense[0].numpy()
+            np.testing.assert_allclose(from_msg(msg), want, atol=1e-4)
+    assert float(_diag(diags, "/front/depth")["mean_batch_size"]) > 1.5
+
+
+def test_sim_time_replay_keeps_input_stamps(probe):
+    clock_pub = probe.node.create_publisher(Clock, "/clock", 10)
+    clock = Clock()
+    clock.clock.sec = 1005
+    timer = probe.node.create_timer(0.05, lambda: clock_pub.publish(clock))
+    stamps, diag, log = _run_stream(probe, "/t_sim/depth", ["--rate", "10"], node_params={"use_sim_time": True},
+                                    count=20)
+    probe.node.destroy_timer(timer)
+    assert stamps and stamps <= set(range(1000, 1020)), stamps
+    # stamp -> publish latency is measured on the simulated clock: 1005 - (1000 + k) seconds
+    assert abs(float(diag["latency_stamp_to_publish_ms_median"])) < 20000
