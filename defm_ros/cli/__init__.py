@@ -10,6 +10,8 @@ import sys
 VERBS = {
     "info": "list the model zoo, or describe one model / exported ONNX file",
     "demo": "encode real depth frames and write PCA feature images (the main job)",
+    "export": "export a model (optionally with normalization) to ONNX and check it",
+    "bench": "time preprocessing, inference and end-to-end per backend, side by side",
 }
 
 
