@@ -79,7 +79,7 @@ def normalize_depth(
     c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp_(0.0, 1.0)
     c3 = (r - lo[:, None, None]) * inv_span[:, None, None]
     out = torch.stack(
-        [(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD)],
+        [(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD, strict=True)],
         dim=1,
     )
     ph, pw = geometry.padded[0] - geometry.resize[0], geometry.padded[1] - geometry.resize[1]

@@ -8,12 +8,12 @@ too: only the publisher's profile decides whether 614 KB frames arrive (see READ
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from defm_ros.launch_config import node_launch
+from launch import LaunchDescription
 
 ARGS = {
     "camera": ("realsense", "realsense | zed | custom (custom: set depth_topic or params_file)"),

@@ -74,7 +74,8 @@ class Probe:
             self.executor.spin_once(timeout_sec=0.05)
 
     def listen(self, msg_type, topic: str, reliable: bool = True, latched: bool = False) -> list:
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        qos = QoSProfile(depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
         box = self.received.setdefault(topic, [])
         self.node.create_subscription(msg_type, topic, box.append, qos)

@@ -57,7 +57,7 @@ def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path):
     depths = [decode_depth(m) for m in frames(encoding)]
     meta = json.loads(info[0].data)
     assert meta["model"] == BASE["model"] and meta["dense_channels"] == 64 and meta["stride"] == 16
-    for d_msg, c_msg in zip(dense, cls):
+    for d_msg, c_msg in zip(dense, cls, strict=False):
         assert d_msg.header == c_msg.header
         assert d_msg.header.frame_id == "camera_depth_optical_frame"
         k = d_msg.header.stamp.sec - 1000

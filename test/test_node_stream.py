@@ -50,7 +50,8 @@ def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, co
     return {m.header.stamp.sec for m in dense}, _diag(diags, topic), log
 
 
-@pytest.mark.parametrize("qos, env", [("reliable", None), ("best_effort", PROFILE)], ids=["reliable", "best_effort+profile"])
+@pytest.mark.parametrize("qos, env", [("reliable", None), ("best_effort", PROFILE)],
+                         ids=["reliable", "best_effort+profile"])
 def test_no_frame_lost_in_transport_at_30hz(probe, qos, env):
     """640x480 16UC1 at 30 Hz; a small input size keeps the model ahead of the camera on a loaded CPU."""
     stamps, diag, log = _run_stream(probe, f"/t_{qos}/depth", ["--rate", "30", "--qos", qos], env,

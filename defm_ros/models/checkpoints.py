@@ -124,7 +124,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def state_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a variant's state dict, built on the meta device where its constructor allows."""
     from . import build_model

@@ -125,7 +125,7 @@ class BiFPN(nn.Module):
         self.blocks = nn.ModuleList([BiFPNLayer(channels, len(in_channels))])
 
     def forward(self, feats: list[torch.Tensor], want: int) -> torch.Tensor:
-        return self.blocks[0]([p(f) for p, f in zip(self.proj, feats)], want)
+        return self.blocks[0]([p(f) for p, f in zip(self.proj, feats, strict=True)], want)
 
 
 class DeFMCNN(nn.Module):
