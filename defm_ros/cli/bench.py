@@ -3,6 +3,8 @@
 Each backend is timed in its own block after warm-up (never interleaved), with the same weights
 (random unless --weights is given: timing does not depend on them), so outputs are comparable too.
 Backends: torch, torch:channels_last, torch:compile, onnxruntime, onnxruntime:trt (options joined with +).
+Other processes on the cores skew every figure (torch's OpenMP threads most): the load average is
+printed with each block so that a reader can tell.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _bench_one(args: argparse.Namespace, name: str, flags: dict[str, bool], dept
         "end_to_end": _timed(lambda: enc.encode(d), args.iters, sync, f"{label} encode"),
     }
     out = enc.encode(d)
-    res: dict[str, Any] = {"backend": label, "info": enc.info}
+    res: dict[str, Any] = {"backend": label, "info": enc.info, "load_avg_1min_after": os.getloadavg()[0]}
     for k, v in times.items():
         res[k] = {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))}
     res["throughput_fps"] = args.batch * 1e3 / res["end_to_end"]["median_ms"]
@@ -152,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
     versions = _versions()
     print(f"defm-ros bench: {args.model} {args.size[0]}x{args.size[1]}, batch {args.batch}, "
           f"{args.camera_size[0]}x{args.camera_size[1]} depth, device {args.device}, {args.precision}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
     print("  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"  frames: {', '.join(sorted(set(names)))}")
     results = []
@@ -177,7 +179,8 @@ def main(args: argparse.Namespace) -> int:
         if "gpu_used_mib" in r:
             mem += f", GPU used {r['gpu_used_mib']:.0f} MiB (torch peak {r['torch_peak_mib']:.0f})"
         info = r["info"]
-        print(f"  {r['backend']}: device {info['device']}, providers {info['providers'] or '-'}, {mem}")
+        print(f"  {r['backend']}: device {info['device']}, providers {info['providers'] or '-'}, {mem}, "
+              f"load average {r['load_avg_1min_after']:.2f} after its block")
         for w in info["warnings"]:
             print(f"    WARNING {w}")
     if args.json:
