@@ -1,0 +1,221 @@
+"""defm_node against the baseline node a user would write (bench/baseline_node.py), in one run.
+
+A camera is simulated in this process: 640x480 16UC1 frames (a real RealSense-like frame) at a
+fixed rate with reliable QoS, stamped with the wall clock; outputs are matched to inputs by stamp.
+Reported per model and node: fraction of frames out, output rate, median / p95 stamp->output
+latency, and the goals of issue 9 as ratios. Each configuration runs in its own block.
+
+    .venv/bin/python bench/bench_node.py [--models defm_resnet18 defm_vit_s14] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from defm_ros.sample_data import data_root, load_depth_png  # noqa: E402
+
+PY = sys.executable
+
+
+def camera_frame() -> Image:
+    root = data_root()
+    raw = load_depth_png(root / "rgbd_examples" / "0" / "raw_depth.png").raw if root else \
+        np.random.default_rng(0).integers(300, 8000, (480, 640), dtype=np.uint16)
+    return Image(height=480, width=640, encoding="16UC1", step=1280, data=raw.astype("<u2").tobytes(),
+)
+
+
+def encode_time(model: str, size: int) -> float:
+    """Median Encoder.encode time on the camera frame, measured here while nothing else runs."""
+    import torch
+
+    from defm_ros import Encoder
+
+    enc = Encoder(model, weights="random", input_size=(size, size))
+    depth = np.frombuffer(camera_frame().data, np.uint16).reshape(480, 640).astype(np.float32) / 1000
+    for _ in range(5):
+        enc.encode(depth)
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        enc.encode(depth)
+        times.append(time.perf_counter() - t)
+    del enc, torch
+    return float(np.median(times))
+
+
+class Rig:
+    """Publishes the camera topics and records stamp -> arrival latency of the outputs."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.arrivals: dict[str, dict[int, float]] = {}
+
+    def listen(self, topic: str) -> None:
+        box = self.arrivals.setdefault(topic, {})
+
+        def cb(msg: Image) -> None:
+            now = time.time()
+            box[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+
+        self.node.create_subscription(Image, topic, cb, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def stream(self, topics: list[str], rate: float, seconds: float, warmup: float,
+               outputs: list[str]) -> dict[str, list[int]]:
+        """Publish until every output topic has produced (model loaded and warm), then `warmup` more
+        seconds, then measure for `seconds`."""
+        pubs = [self.node.create_publisher(Image, t, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+                for t in topics]
+        deadline = time.monotonic() + 60
+        while any(p.get_subscription_count() == 0 for p in pubs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        frame = camera_frame()
+        sent: dict[str, list[int]] = {t: [] for t in topics}
+        start = time.monotonic()
+        measure_from = None
+        k = 0
+        while measure_from is None or time.monotonic() - measure_from < seconds:
+            if measure_from is None and all(self.arrivals[o] for o in outputs):
+                measure_from = time.monotonic() + warmup
+            if measure_from is None and time.monotonic() - start > 120:
+                raise RuntimeError(f"no output on {outputs} after 120 s")
+            for t, pub in zip(topics, pubs, strict=True):
+                now = time.time_ns()
+                frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(now, 10**9)
+                pub.publish(frame)
+                if measure_from is not None and time.monotonic() >= measure_from:
+                    sent[t].append(now)
+            k += 1
+            time.sleep(max(0.0, start + k / rate - time.monotonic()))
+        time.sleep(2.0)
+        for p in pubs:
+            self.node.destroy_publisher(p)
+        return sent
+
+
+def launch(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def ours(model: str, size: int, remap_in: str, name: str = "defm_node", extra: list[str] = ()) -> list[str]:
+    return [PY, "-m", "defm_ros.node", "--ros-args", "-r", f"__node:={name}", "-p", f"model:={model}",
+            "-p", "weights:=random", "-p", f"input_size:=[{size},{size}]", "-r", f"~/depth:={remap_in}", *extra]
+
+
+def baseline(model: str, size: int, topic: str, depth: int = 10) -> list[str]:
+    return [PY, str(ROOT / "bench" / "baseline_node.py"), "--model", model, "--topic", topic,
+            "--size", str(size), "--depth", str(depth)]
+
+
+def measure(rig: Rig, cmds: list[list[str]], inputs: list[str], outputs: list[str], rate: float,
+            seconds: float, warmup: float = 2.0) -> dict:
+    for t in outputs:
+        rig.listen(t)
+        rig.arrivals[t].clear()
+    procs = [launch(c) for c in cmds]
+    try:
+        sent = rig.stream(inputs, rate, seconds, warmup, outputs)
+    finally:
+        stop(procs)
+    lat, n_in, n_out = [], 0, 0
+    for t_in, t_out in zip(inputs, outputs, strict=True):
+        arrived = rig.arrivals[t_out]
+        n_in += len(sent[t_in])
+        for s in sent[t_in]:
+            if s in arrived:
+                n_out += 1
+                lat.append(arrived[s] - s / 1e9)
+    lat_ms = np.array(lat) * 1e3 if lat else np.array([np.nan])
+    return {"in": n_in, "out": n_out, "frac": n_out / max(n_in, 1), "rate": n_out / seconds,
+            "median": float(np.median(lat_ms)), "p95": float(np.percentile(lat_ms, 95))}
+
+
+def row(label: str, r: dict) -> str:
+    return (f"{label:<34}{r['out']:>5}/{r['in']:<5}{100 * r['frac']:>6.1f}%{r['rate']:>8.1f} Hz"
+            f"{r['median']:>9.1f}{r['p95']:>9.1f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["defm_resnet18", "defm_vit_s14"])
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--skip-multi", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+    enc_ms = {m: 1e3 * encode_time(m, args.size) for m in args.models}
+    rclpy.init()
+    node = rclpy.create_node("bench_rig")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    rig = Rig(node)
+    print(f"640x480 16UC1 at {args.rate:g} Hz, reliable; {args.seconds:g} s measured after warm-up; "
+          f"{os.cpu_count()} CPUs; sizes {args.size}")
+    print(f"{'':<34}{'frames out':>11}{'':>7}{'rate':>11}{'median':>9}{'p95 ms':>9}")
+    period = 1e3 / args.rate
+    for m in args.models:
+        b = measure(rig, [baseline(m, args.size, "/bb/depth")], ["/bb/depth"], ["/baseline/features/dense"],
+                    args.rate, args.seconds)
+        b1 = measure(rig, [baseline(m, args.size, "/b1/depth", depth=1)], ["/b1/depth"],
+                     ["/baseline/features/dense"], args.rate, args.seconds)
+        o = measure(rig, [ours(m, args.size, "/oo/depth")], ["/oo/depth"], ["/defm_node/features/dense"],
+                    args.rate, args.seconds)
+        print(f"{m} (median encode {enc_ms[m]:.1f} ms)")
+        print(row("  baseline (upstream, depth 10)", b))
+        print(row("  baseline callback, depth 1", b1))
+        print(row("  defm_node", o))
+        bound = 1.25 * (enc_ms[m] + period)
+        print(f"  -> frames out {100 * o['frac']:.1f}%, p95 ours/baseline {o['p95'] / b['p95']:.2f}x, "
+              f"rate ours/baseline {o['rate'] / max(b['rate'], 1e-9):.2f}x, "
+              f"p95 / (1.25 x (encode + period) = {bound:.0f} ms) {o['p95'] / bound:.2f}")
+    m = args.models[0]
+    slow = measure(rig, [ours(m, args.size, "/o5/depth")], ["/o5/depth"], ["/defm_node/features/dense"], 5.0,
+                   max(args.seconds, 6.0))
+    print(row(f"{m} defm_node at 5 Hz", slow))
+    print(f"  -> node overhead (median latency / median encode): {slow['median'] / enc_ms[m]:.2f}")
+    if not args.skip_multi:
+        cams = [f"/c{i}" for i in range(4)]
+        one = measure(rig, [ours(m, args.size, "/unused", extra=[
+            "-p", "cameras:=[" + ",".join(f"'{c}'" for c in cams) + "]", "-p", "batch_window_ms:=10.0"])],
+            [f"{c}/depth" for c in cams], [f"{c}/features/dense" for c in cams], 15.0, args.seconds)
+        four = measure(rig, [ours(m, args.size, f"{c}/depth", name=f"defm_node{i}") for i, c in enumerate(cams)],
+                       [f"{c}/depth" for c in cams], [f"/defm_node{i}/features/dense" for i in range(4)], 15.0,
+                       args.seconds)
+        print(row(f"{m} 4 cams x 15 Hz, one batched node", one))
+        print(row(f"{m} 4 cams x 15 Hz, four nodes", four))
+        print(f"  -> total output rate, batched / four nodes: {one['rate'] / max(four['rate'], 1e-9):.2f}x")
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
