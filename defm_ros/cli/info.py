@@ -1,32 +1,42 @@
-"""List the model zoo, or print the stream description (the ~/features/info payload) of one model."""
+"""List the model zoo, or print the stream description (the ~/features/info payload) of one model
+or of an exported ONNX file (its sidecar)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..models import MODELS
 from ..models.checkpoints import models_dir
+from . import CliError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", choices=list(MODELS), metavar="MODEL",
-                   help="describe this model as the node would publish it (builds it with random weights "
-                        "unless --weights is given)")
+    p.add_argument("target", nargs="?", metavar="MODEL|FILE.onnx",
+                   help="describe this model as the node would publish it (random weights unless --weights), "
+                        "or an exported ONNX file")
     p.add_argument("--weights", default=None, help="checkpoint to describe (default: random weights)")
     p.add_argument("--size", default="224", help="input size N or HxW")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.model is None:
+    if args.target is None:
         folder = models_dir()
         print(f"{'model':<22} {'family':<13} {'params':>7}  {'cls':>5}  {'dense':>5}  checkpoint in {folder}")
         for s in MODELS.values():
             have = "yes" if (folder / s.checkpoint_file).is_file() else "-"
             print(f"{s.name:<22} {s.family:<13} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  {have}")
         return 0
+    if args.target.endswith(".onnx"):
+        from ..backends.export import read_sidecar
+
+        print(json.dumps(read_sidecar(args.target), indent=1, sort_keys=True))
+        return 0
+    if args.target not in MODELS:
+        raise CliError(f"unknown model {args.target!r}; choose one of: {', '.join(MODELS)}")
     from ..encoder import Encoder
     from .common import size_type
 
-    enc = Encoder(args.model, weights=args.weights or "random", input_size=size_type(args.size))
+    enc = Encoder(args.target, weights=args.weights or "random", input_size=size_type(args.size))
     print(enc.info_obj.to_json())
     return 0

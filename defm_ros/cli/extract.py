@@ -1,0 +1,124 @@
+"""Encode every depth frame of recorded bags (rosbag2 sqlite3/mcap, ROS 1 .bag) into DeFM features.
+
+For each BAG, writes OUT/<name>_features/ (a rosbag2 mcap bag with <topic>/features/dense, /cls and
+/info at the original timestamps) and, with --dataset, OUT/<name>_dataset/ (chunked .npz files for
+policy training; read them with defm_ros.extract.load_dataset). Ctrl-C leaves every output readable
+and flagged partial; --resume adds only the frames still missing. Exit codes: 0 done, 1 a bag could
+not be read or processed, 2 usage error, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import CliError
+from .common import add_model_options
+
+log = logging.getLogger("defm_ros")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bags", nargs="+", type=Path, metavar="BAG",
+                   help="rosbag2 folders, .mcap/.db3 files or ROS 1 .bag files")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--topic", "-t", action="append", dest="topics", metavar="TOPIC",
+                   help="depth topic to encode (repeatable; default: every depth topic found)")
+    p.add_argument("--dataset", action="store_true", help="also write OUT/<name>_dataset/ for training")
+    p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset)")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
+    p.add_argument("--depth-scale", type=float, default=0.001,
+                   help="metres per unit of 16UC1/mono16 depth (default 0.001: millimetres)")
+    p.add_argument("--resume", action="store_true", help="continue existing outputs, skipping frames they hold")
+    p.add_argument("--overwrite", action="store_true", help="delete existing outputs first")
+    p.add_argument("--limit", type=int, default=0, help="stop each bag after N new frames (0: all)")
+    p.add_argument("--segment-frames", type=positive_int, default=1000,
+                   help="frames per feature-bag file; a killed run loses at most one (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..extract import BagReadError, ExtractInterrupted, OutputMismatchError, build_encoder, extract_bag, output_name
+
+    if args.resume and args.overwrite:
+        raise CliError("--resume and --overwrite exclude each other")
+    if args.no_bag and not args.dataset:
+        raise CliError("--no-bag writes nothing unless --dataset is given")
+    if args.limit < 0:
+        raise CliError("--limit must be >= 0")
+    names: dict[str, Path] = {}
+    for bag in args.bags:
+        if not bag.exists():
+            raise CliError(f"{bag}: no such file or folder")
+        other = names.setdefault(output_name(bag), bag)
+        if other != bag:
+            raise CliError(f"{other} and {bag} would write the same outputs ({output_name(bag)}_*); "
+                           f"extract them into different --out folders")
+    if threading_main():
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's stop closes outputs like Ctrl-C
+
+    encoder = build_encoder(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
+                            input_size=args.size, precision=args.precision, dense_level=args.dense_level)
+    info = encoder.info
+    print(f"{info['model']} on {info['device']} ({info['precision']}), input {tuple(info['input_size'])}, "
+          f"dense {info['dense_channels']}x{info['dense_size'][0]}x{info['dense_size'][1]}, "
+          f"cls {info['cls_channels']}; {len(args.bags)} bag(s) -> {args.out}/")
+    if info["random_weights"]:
+        print("RANDOM WEIGHTS: the features are meaningless (smoke runs only)")
+    failed, results = 0, []
+    for bag in args.bags:
+        try:
+            result = extract_bag(bag, args.out, encoder=encoder, topics=args.topics, write_bag=not args.no_bag,
+                                 dataset=args.dataset, batch=args.batch, dtype=args.dtype,
+                                 depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
+                                 limit=args.limit, segment_frames=args.segment_frames,
+                                 progress=not args.no_progress)
+        except ExtractInterrupted as exc:
+            print(exc.result.summary())
+            print("interrupted: outputs closed and flagged partial; rerun with --resume to continue",
+                  file=sys.stderr)
+            return 130
+        except (FileExistsError, OutputMismatchError) as exc:
+            raise CliError(str(exc)) from None
+        except BagReadError as exc:
+            print(f"defm-ros extract: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        print(result.summary())
+        if not result.complete and not result.limited:
+            failed += 1
+    if len(results) > 1:
+        written = sum(r.frames_written for r in results)
+        elapsed = sum(r.elapsed_s for r in results)
+        print(f"total: {written} frames in {elapsed:.1f} s ({written / elapsed if elapsed else 0:.1f} frames/s), "
+              f"{sum(sum(r.rejected.values()) for r in results)} malformed message(s) skipped")
+    if results and not any(r.topics for r in results) and not failed:
+        raise CliError("no depth topics found (pass --topic to choose one)")
+    return 1 if failed else 0
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

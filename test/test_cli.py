@@ -1,0 +1,59 @@
+"""defm-ros: --help everywhere, exit codes, info, and the demo (the main job) on real frames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from defm_ros.cli import VERBS, main
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([verb, "--help"])
+    assert exc.value.code == 0
+    assert "usage: defm-ros " + verb in capsys.readouterr().out
+
+
+def test_console_script_and_usage_errors():
+    out = subprocess.run([sys.executable, "-m", "defm_ros.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(v in out.stdout for v in VERBS)
+    bad = subprocess.run([sys.executable, "-m", "defm_ros.cli", "demo", "--size", "3x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "size must be" in bad.stderr
+
+
+def test_info_lists_the_zoo(capsys):
+    assert main(["info"]) == 0
+    assert capsys.readouterr().out.count("defm_") == 12
+
+
+def test_info_json_and_unknown_model(capsys):
+    assert main(["info", "defm_regnet_y_400mf", "--size", "200x300"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "defm_regnet_y_400mf" and info["padded_size"] == [224, 320]
+    assert info["dense_channels"] == 64 and info["random_weights"] is True
+    assert main(["info", "defm_resnet99"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_demo_writes_pca_images_and_says_weights_are_random(shared_data, tmp_path, capsys):
+    frames = [shared_data / "defm_examples" / "ladders", shared_data / "rgbd_examples" / "2"]
+    code = main(["demo", *map(str, frames), "--out", str(tmp_path), "--limit", "3", "--model", "defm_regnet_y_400mf"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "NO DeFM WEIGHTS AVAILABLE" in out and "huggingface-cli download" in out
+    pngs = sorted(tmp_path.glob("*_pca.png"))
+    assert len(pngs) == 3
+    w, h = Image.open(pngs[0]).size
+    assert (w, h) == (2 * 848, 480)  # depth beside its PCA view, at the frame's size
+    assert "median per frame" in out
+
+
+def test_demo_without_inputs_fails_clearly(tmp_path, capsys):
+    assert main(["demo", str(tmp_path)]) == 2
+    assert "no depth PNGs" in capsys.readouterr().err
