@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import CliError
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         if other != bag:
             raise CliError(f"{other} and {bag} would write the same outputs ({output_name(bag)}_*); "
                            f"extract them into different --out folders")
-    if threading_main():
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's stop closes outputs like Ctrl-C
 
     encoder = build_encoder(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
@@ -116,9 +117,3 @@ def main(args: argparse.Namespace) -> int:
     if results and not any(r.topics for r in results) and not failed:
         raise CliError("no depth topics found (pass --topic to choose one)")
     return 1 if failed else 0
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

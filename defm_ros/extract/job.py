@@ -1,0 +1,352 @@
+"""extract_bag: one recording in, feature bag and/or dataset out. The unit of work for fleets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..depth_codecs import decode_depth
+from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
+from .source import BagReadError, BagSource, find_depth_topics
+
+log = logging.getLogger("defm_ros")
+DTYPES = ("float32", "float16")
+ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
+
+
+@dataclass
+class ExtractResult:
+    """What one extract_bag call did. `complete`: every readable depth frame of the selected topics
+    has its features in every output (possibly over several resumed runs)."""
+
+    bag: str
+    outputs: dict[str, str] = field(default_factory=dict)  # "bag" / "dataset" -> path
+    topics: list[str] = field(default_factory=list)
+    frames_total: int = 0  # messages on the selected topics, per the bag's index
+    frames_read: int = 0  # messages read by this run
+    frames_written: int = 0  # frames encoded and written by this run
+    frames_present: int = 0  # frames skipped because the outputs already held them (resume)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count (malformed messages)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> first error text
+    failed: int = 0  # frames whose forward pass failed
+    complete: bool = False
+    interrupted: bool = False
+    limited: bool = False  # stopped by `limit`
+    source_truncated: bool = False  # the bag itself is damaged; what was readable was processed
+    elapsed_s: float = 0.0
+    bag_duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames_written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        """Recorded time covered by this run's frames / processing time (> 1: faster than real time)."""
+        if self.elapsed_s <= 0 or self.frames_total <= 0 or self.bag_duration_s <= 0:
+            return 0.0
+        covered = self.bag_duration_s * (self.frames_written + sum(self.rejected.values())) / self.frames_total
+        return covered / self.elapsed_s
+
+    def summary(self) -> str:
+        state = ("complete" if self.complete else "INTERRUPTED (partial, --resume continues)" if self.interrupted
+                 else "stopped at --limit (partial, --resume continues)" if self.limited else "PARTIAL")
+        lines = [f"{self.bag}: {state}; wrote {self.frames_written} frames"
+                 + (f" ({self.frames_present} already present)" if self.frames_present else "")
+                 + f" of {self.frames_total} in {self.elapsed_s:.1f} s ({self.frames_per_s:.1f} frames/s, "
+                 f"{self.realtime_factor:.1f}x real time over {self.bag_duration_s:.1f} s of recording)"]
+        for reason, n in sorted(self.rejected.items()):
+            lines.append(f"  skipped {n} malformed message(s): {reason} (first: {self.examples.get(reason, '')})")
+        if self.failed:
+            lines.append(f"  {self.failed} frame(s) failed in the encoder (see log); --resume retries them")
+        if self.source_truncated:
+            lines.append("  the bag is damaged/truncated: features cover what was readable")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  -> {kind}: {p}" for kind, p in self.outputs.items()]
+        return "\n".join(lines)
+
+
+class ExtractInterrupted(KeyboardInterrupt):
+    """KeyboardInterrupt, after the outputs were closed (readable, flagged partial); has `.result`."""
+
+    def __init__(self, result: ExtractResult) -> None:
+        super().__init__(result.bag)
+        self.result = result
+
+
+@dataclass
+class _Frame:
+    topic: str
+    log_time: int
+    stamp: int
+    frame_id: str
+    depth: np.ndarray
+    to_bag: bool
+    to_dataset: bool
+
+
+def output_name(bag: str | Path) -> str:
+    """recording.bag / recording.mcap / recording/ -> 'recording' (outputs: recording_features/ ...)."""
+    p = Path(bag)
+    return p.stem if p.suffix in (".bag", ".mcap", ".db3") else p.name
+
+
+def build_encoder(**options: Any) -> Any:
+    """An Encoder from CLI-style options; random weights are seeded so resumed runs agree."""
+    import torch
+
+    from ..encoder import Encoder
+
+    opts = {k: v for k, v in options.items() if v is not None}
+    if str(opts.get("weights")) == "random":
+        torch.manual_seed(0)
+    return Encoder(**opts)
+
+
+def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float) -> dict[str, Any]:
+    """What must match for features of two runs to belong in one output (device may differ)."""
+    return {"model": info["model"], "checkpoint_sha256": info["checkpoint_sha256"],
+            "random_weights": info["random_weights"], "input_size": list(info["input_size"]),
+            "dense_level": info["dense_level"], "depth_mode": info["depth_mode"],
+            "precision": info["precision"], "dtype": dtype, "depth_scale": depth_scale}
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """One writer per output: a second job on the same bag (a retried task) fails fast."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another extraction is writing to these outputs ({path} is locked)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Defer Ctrl-C while outputs are being closed, so a second Ctrl-C cannot leave them half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def extract_bag(
+    bag: str | Path,
+    out: str | Path,
+    *,
+    encoder: Any = None,
+    topics: list[str] | None = None,
+    write_bag: bool = True,
+    dataset: bool = False,
+    batch: int = 8,
+    dtype: str = "float32",
+    depth_scale: float = 0.001,
+    resume: bool = False,
+    overwrite: bool = False,
+    limit: int = 0,
+    segment_frames: int = 1000,
+    chunk_frames: int = 256,
+    progress: bool = True,
+    on_batch: Callable[[ExtractResult], None] | None = None,
+    **encoder_options: Any,
+) -> ExtractResult:
+    """Encode every depth frame of one bag; write `<out>/<name>_features/` (rosbag2, mcap) and/or
+    `<out>/<name>_dataset/` (chunked .npz). Returns an ExtractResult; raises ExtractInterrupted
+    (a KeyboardInterrupt) on Ctrl-C after closing the outputs, BagReadError for an unreadable bag.
+
+    `encoder`: an Encoder to reuse (a worker that processes many bags); otherwise one is built from
+    `encoder_options` (model, weights, backend, device, input_size, precision, dense_level).
+    `resume`: keep what the outputs already hold and add only the missing frames.
+    `limit`: stop after this many newly written frames (partial output; resume continues).
+    `on_batch`: called after each batch is written (progress hooks; may raise KeyboardInterrupt).
+    """
+    if not (write_bag or dataset):
+        raise ValueError("nothing to write: enable the feature bag and/or the dataset")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if batch < 1 or segment_frames < 1 or chunk_frames < 1 or limit < 0:
+        raise ValueError("batch, segment_frames and chunk_frames must be >= 1 and limit >= 0")
+    if unknown := set(encoder_options) - set(ENCODER_OPTIONS):
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    bag, out = Path(bag), Path(out)
+    name = output_name(bag)
+    result = ExtractResult(bag=str(bag))
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out / f".{name}.lock"), BagSource(bag) as source:
+        result.notes += source.notes
+        result.source_truncated = source.salvaged
+        found = find_depth_topics(source) if topics is None else [t for t in source.topics if t.name in topics]
+        if topics is not None and (missing := sorted(set(topics) - {t.name for t in found})):
+            raise BagReadError(f"{bag}: no topic(s) {missing}; it has {sorted(t.name for t in source.topics)}")
+        result.topics = [t.name for t in found]
+        if not found:
+            result.notes.append("no depth topics (16UC1/mono16/32FC1 Image or compressedDepth) in this bag")
+            result.complete = True
+            return result
+        result.frames_total = sum(t.count or 0 for t in found)
+        span = source.time_range
+        result.bag_duration_s = (span[1] - span[0]) / 1e9 if span else 0.0
+
+        enc = encoder if encoder is not None else build_encoder(**encoder_options)
+        info = enc.info
+        fp = fingerprint(info, dtype, depth_scale)
+        sinks: list[FeatureBag | FeatureDataset] = []
+        if write_bag:
+            sinks.append(FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames))
+        if dataset:
+            sinks.append(FeatureDataset(out / f"{name}_dataset", info, fp, str(bag), dtype, chunk_frames))
+        if overwrite:
+            for s in sinks:
+                if s.path.exists():
+                    import shutil
+
+                    shutil.rmtree(s.path)
+        done = [s.open(resume) for s in sinks]
+        for s in sinks:
+            result.notes += s.notes
+            result.outputs["bag" if isinstance(s, FeatureBag) else "dataset"] = str(s.path)
+        _run(source, enc, sinks, done, result, batch, depth_scale, limit, progress, on_batch)
+    return result
+
+
+def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], result: ExtractResult,
+         batch: int, depth_scale: float, limit: int, progress: bool,
+         on_batch: Callable[[ExtractResult], None] | None) -> None:
+    from tqdm import tqdm
+
+    bag_sink = next((s for s in sinks if isinstance(s, FeatureBag)), None)
+    ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
+    bag_done = done[sinks.index(bag_sink)] if bag_sink else set()
+    ds_done = done[sinks.index(ds_sink)] if ds_sink else set()
+    rejected: Counter[str] = Counter()
+    pending: dict[tuple[int, int], list[_Frame]] = defaultdict(list)
+    queued = 0
+    consecutive_failures = 0
+
+    def reject(reason: str, exc: Exception) -> None:
+        rejected[reason] += 1
+        result.examples.setdefault(reason, str(exc) or type(exc).__name__)
+        if rejected[reason] <= 3:
+            log.warning("%s: skipping a malformed message (%s): %s", result.bag, reason, exc)
+
+    def flush(shape: tuple[int, int]) -> None:
+        nonlocal queued, consecutive_failures
+        frames = pending.pop(shape, [])
+        queued -= len(frames)
+        if not frames:
+            return
+        try:
+            feats = enc.encode(np.stack([f.depth for f in frames]))
+            cls, dense = feats.numpy()
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing forward pass costs its frames only
+            result.failed += len(frames)
+            consecutive_failures += 1
+            log.error("%s: encoder failed on %d frame(s): %s", result.bag, len(frames), exc)
+            if consecutive_failures >= 3 and result.frames_written == 0:
+                raise RuntimeError(f"the encoder fails on every batch: {exc}") from exc
+            return
+        consecutive_failures = 0
+        for i, f in enumerate(frames):
+            if f.to_bag:
+                bag_sink.write(f.topic, f.log_time, bag_sink.header(f.stamp, f.frame_id), cls[i], dense[i])
+            if f.to_dataset:
+                ds_sink.write(f.topic, f.log_time, f.stamp, f.frame_id, cls[i], dense[i])
+        result.frames_written += len(frames)
+        bar.update(len(frames))
+        bar.set_postfix(skipped=sum(rejected.values()), refresh=False)
+        if on_batch is not None:
+            on_batch(result)
+
+    bar = tqdm(total=result.frames_total or None, unit="frame", desc=Path(result.bag).name,
+               disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    reached_end = False
+    try:
+        try:
+            for raw in source.messages(result.topics):
+                if limit and result.frames_written + queued >= limit:
+                    result.limited = True
+                    break
+                result.frames_read += 1
+                try:
+                    msg = source.deserialize(raw)
+                    key = (raw.topic, raw.log_time, stamp_ns(msg.header))
+                    frame_id = str(msg.header.frame_id)
+                except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
+                    reject("undecodable message", exc)
+                    bar.update(1)
+                    continue
+                to_bag, to_ds = bag_sink is not None and key not in bag_done, ds_sink is not None and key not in ds_done
+                if not (to_bag or to_ds):
+                    result.frames_present += 1
+                    bar.update(1)
+                    continue
+                try:
+                    depth = decode_depth(msg, depth_scale)
+                except Exception as exc:  # noqa: BLE001 - DepthDecodeError, or a field of the wrong type
+                    reject("bad depth image", exc)
+                    bar.update(1)
+                    continue
+                shape = (int(depth.shape[0]), int(depth.shape[1]))
+                pending[shape].append(_Frame(raw.topic, raw.log_time, key[2], frame_id, depth, to_bag, to_ds))
+                queued += 1
+                if len(pending[shape]) >= batch:
+                    flush(shape)
+            else:
+                reached_end = True
+        except BagReadError as exc:
+            result.source_truncated = True
+            result.notes.append(str(exc))
+            log.error("%s", exc)
+        for shape in list(pending):
+            flush(shape)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        bar.close()
+        result.elapsed_s = time.perf_counter() - t0
+        result.rejected = dict(rejected)
+        result.complete = reached_end and not result.failed and not result.interrupted
+        if result.source_truncated and not result.interrupted and not result.failed and not result.limited:
+            result.complete = True  # everything readable is in; the flag below says the bag was damaged
+        extra = {"source_truncated": result.source_truncated, "rejected": result.rejected}
+        with _shielded():
+            for s in sinks:
+                try:
+                    s.commit(result.complete, extra)
+                except Exception:  # noqa: BLE001 - close every sink even if one fails
+                    log.exception("%s: could not close %s", result.bag, s.path)
+                    if isinstance(s, FeatureBag):
+                        s.abort()
+    if result.interrupted:
+        raise ExtractInterrupted(result)

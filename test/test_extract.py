@@ -1,0 +1,331 @@
+"""Offline extraction (SPEC §7): bags in every format -> feature bag + dataset equal to Encoder.encode,
+headers and log times kept, malformed messages skipped, resumable, interrupt-safe, damaged bags."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defm_ros.depth_codecs import encode_compressed
+from defm_ros.extract import (
+    BagReadError,
+    ExtractInterrupted,
+    OutputMismatchError,
+    build_encoder,
+    extract_bag,
+    load_dataset,
+)
+from defm_ros.features import from_msg
+
+rosbags = pytest.importorskip("rosbags")
+
+N = 6  # frames per depth topic
+SIZE = (64, 64)  # small network input keeps the suite fast; decoding still sees 640x480 frames
+DEPTH_TOPICS = ["/cam/depth", "/cam/depth/compressedDepth", "/zed/depth"]
+REJECTED = {"bad depth image": 1, "undecodable message": 1}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder(model="defm_resnet18", weights="random", input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def depth_pngs(shared_data):
+    from defm_ros.sample_data import load_depth_png
+
+    files = sorted((shared_data / "rgbd_examples").glob("*/raw_depth.png"))
+    assert files, "rgbd_examples missing"
+    return [load_depth_png(f).raw.astype(np.uint16) for f in files]
+
+
+def write_bag(path: Path, kind: str, pngs: list[np.ndarray]) -> dict:
+    """A small recording: 16UC1 640x480, 32FC1 320x240 (with NaN), compressedDepth 16UC1, an rgb8
+    topic that is not depth, one depth image with a wrong size and one undecodable message.
+    Returns {topic: [(log_time, stamp_ns, frame_id, depth_m)]} for the valid depth frames."""
+    from rosbags.typesys import Stores, get_typestore
+
+    ros1 = kind == "ros1"
+    ts = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
+    Image, Compressed = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    ser = ts.serialize_ros1 if ros1 else ts.serialize_cdr
+    if ros1:
+        from rosbags.rosbag1 import Writer as Writer1
+
+        writer = Writer1(path)
+    else:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        plugin = StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer(path, version=8, storage_plugin=plugin)
+    writer.open()
+    conns = {t: writer.add_connection(t, (Compressed if "compressed" in t else Image).__msgtype__, typestore=ts)
+             for t in [*DEPTH_TOPICS, "/cam/color"]}
+
+    def header(stamp: int, frame: str):
+        time = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
+        return Header(seq=0, stamp=time, frame_id=frame) if ros1 else Header(stamp=time, frame_id=frame)
+
+    def image(stamp: int, frame: str, enc: str, arr: np.ndarray):
+        return Image(header=header(stamp, frame), height=arr.shape[0], width=arr.shape[1], encoding=enc,
+                     is_bigendian=0, step=arr.shape[1] * arr.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
+                     data=np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8))
+
+    expected: dict[str, list] = {t: [] for t in DEPTH_TOPICS}
+    for i in range(N):
+        raw = pngs[i % len(pngs)]
+        log_time = 1_700_000_000 * 10**9 + i * 33_333_333
+        stamp = log_time - 5_000_000  # capture time, earlier than the bag's receive time
+        writer.write(conns["/cam/depth"], log_time, ser(image(stamp, "cam_depth", "16UC1", raw), Image.__msgtype__))
+        expected["/cam/depth"].append((log_time, stamp, "cam_depth", raw.astype(np.float32) * np.float32(0.001)))
+        fmt, data = encode_compressed(raw)
+        msg = Compressed(header=header(stamp, "cam_depth"), format=fmt, data=np.frombuffer(data, np.uint8))
+        writer.write(conns["/cam/depth/compressedDepth"], log_time + 1, ser(msg, Compressed.__msgtype__))
+        expected["/cam/depth/compressedDepth"].append((log_time + 1, stamp, "cam_depth",
+                                                       raw.astype(np.float32) * np.float32(0.001)))
+        zed = (raw[::2, ::2].astype(np.float32) * np.float32(0.001))
+        zed[zed == 0] = np.nan
+        writer.write(conns["/zed/depth"], log_time + 2, ser(image(stamp + 7, "zed", "32FC1", zed), Image.__msgtype__))
+        expected["/zed/depth"].append((log_time + 2, stamp + 7, "zed", zed))
+        rgb = np.full((4, 4, 3), i, np.uint8)
+        writer.write(conns["/cam/color"], log_time + 3, ser(image(stamp, "cam_color", "rgb8", rgb), Image.__msgtype__))
+    bad = image(stamp + 1, "cam_depth", "16UC1", pngs[0])
+    bad.data = bad.data[:100]  # height/step promise 614400 bytes
+    writer.write(conns["/cam/depth"], log_time + 10, ser(bad, Image.__msgtype__))
+    writer.write(conns["/zed/depth"], log_time + 11, b"\x00\x01\x00\x00garbage")
+    writer.close()
+    return expected
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory, depth_pngs):
+    root = tmp_path_factory.mktemp("bags")
+    paths = {"ros1": root / "run.bag", "sqlite3": root / "run_db3", "mcap": root / "run_mcap"}
+    expected = {kind: write_bag(path, kind, depth_pngs) for kind, path in paths.items()}
+    return paths, expected
+
+
+def read_features(bag_dir: Path) -> dict[str, list]:
+    """{output topic: [(log_time, msg)]} of a feature bag, read with rosbags (as any tool would)."""
+    from rosbags.highlevel import AnyReader
+
+    out: dict[str, list] = {}
+    with AnyReader([bag_dir]) as reader:
+        for conn, t, data in reader.messages():
+            out.setdefault(conn.topic, []).append((t, reader.deserialize(data, conn.msgtype)))
+    return out
+
+
+def custom_data(bag_dir: Path) -> dict:
+    from ruamel.yaml import YAML
+
+    meta = YAML(typ="safe").load((bag_dir / "metadata.yaml").read_text())
+    return meta["rosbag2_bagfile_information"]["custom_data"]
+
+
+def check_outputs(out: Path, name: str, expected: dict, encoder, dataset: bool = True) -> None:
+    """Every valid frame once, in both outputs, equal to Encoder.encode on the same depth."""
+    feats = read_features(out / f"{name}_features")
+    assert sorted(feats) == sorted(f"{t}/features/{k}" for t in DEPTH_TOPICS for k in ("cls", "dense", "info"))
+    ds = load_dataset(out / f"{name}_dataset") if dataset else None
+    for topic, frames in expected.items():
+        dense_msgs, cls_msgs = feats[f"{topic}/features/dense"], feats[f"{topic}/features/cls"]
+        assert [t for t, _ in dense_msgs] == [f[0] for f in frames]  # log times kept, no duplicates
+        assert [t for t, _ in cls_msgs] == [f[0] for f in frames]
+        (info_t, info_msg), = feats[f"{topic}/features/info"]  # exactly once
+        assert json.loads(info_msg.data)["model"] == "defm_resnet18" and info_t == frames[0][0]
+        ref = encoder.encode(np.stack([f[3] for f in frames]))
+        ref_cls, ref_dense = ref.numpy()
+        for i, ((_, dmsg), (_, cmsg)) in enumerate(zip(dense_msgs, cls_msgs, strict=True)):
+            for msg in (dmsg, cmsg):
+                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                assert (stamp, msg.header.frame_id) == (frames[i][1], frames[i][2])
+            assert dmsg.encoding == f"32FC{ref_dense.shape[1]}" and (cmsg.height, cmsg.width) == (1, 1)
+            np.testing.assert_allclose(from_msg(dmsg), ref_dense[i], atol=1e-4)
+            np.testing.assert_allclose(from_msg(cmsg).reshape(-1), ref_cls[i], atol=1e-4)
+        if ds is not None:
+            sel = np.flatnonzero(np.asarray(ds["topics"])[ds["topic"]] == topic)
+            assert ds["log_time_ns"][sel].tolist() == [f[0] for f in frames]
+            assert ds["stamp_ns"][sel].tolist() == [f[1] for f in frames]
+            assert set(ds["frame_id"][sel]) == {frames[0][2]}
+            np.testing.assert_allclose(ds["dense"][sel], ref_dense, atol=1e-4)
+            np.testing.assert_allclose(ds["cls"][sel], ref_cls, atol=1e-4)
+    if ds is not None:
+        assert ds["info"]["model"] == "defm_resnet18" and ds["info"]["random_weights"] is True
+        assert len(ds["stamp_ns"]) == sum(len(f) for f in expected.values())
+
+
+@pytest.mark.parametrize("kind", ["ros1", "sqlite3", "mcap"])
+def test_every_format_gives_features_equal_to_the_encoder(tmp_path, bags, encoder, kind):
+    paths, expected = bags
+    result = extract_bag(paths[kind], tmp_path, encoder=encoder, dataset=True, batch=4, progress=False)
+    assert result.topics == DEPTH_TOPICS  # the rgb8 topic is not depth
+    assert result.complete and not result.interrupted
+    assert result.rejected == REJECTED  # skipped and counted, not fatal
+    assert result.frames_written == 3 * N and result.frames_total == 3 * N + 2
+    assert result.frames_per_s > 0 and result.bag_duration_s > 0 and result.realtime_factor > 0
+    name = "run" if kind == "ros1" else paths[kind].name
+    check_outputs(tmp_path, name, expected[kind], encoder)
+    assert custom_data(tmp_path / f"{name}_features")["defm_ros.complete"] == "true"
+    assert json.loads((tmp_path / f"{name}_dataset" / "dataset.json").read_text())["complete"] is True
+
+
+def test_topic_choice_half_precision_and_dataset_only(tmp_path, bags, encoder):
+    paths, expected = bags
+    result = extract_bag(paths["mcap"], tmp_path, encoder=encoder, topics=["/zed/depth"], write_bag=False,
+                         dataset=True, dtype="float16", progress=False)
+    assert result.topics == ["/zed/depth"] and result.frames_written == N
+    assert not (tmp_path / "run_mcap_features").exists()
+    ds = load_dataset(tmp_path / "run_mcap_dataset")
+    assert ds["dense"].dtype == np.float16 and ds["topics"] == ["/zed/depth"]
+    ref = encoder.encode(np.stack([f[3] for f in expected["mcap"]["/zed/depth"]])).dense.numpy()
+    np.testing.assert_allclose(ds["dense"].astype(np.float32), ref, atol=1e-2, rtol=1e-2)
+    with pytest.raises(BagReadError, match="no topic"):
+        extract_bag(paths["mcap"], tmp_path / "x", encoder=encoder, topics=["/nope"], progress=False)
+
+
+def test_interrupted_and_limited_runs_resume_without_duplicates(tmp_path, bags, encoder):
+    paths, expected = bags
+    bag, out = paths["mcap"], tmp_path / "out"
+    opts = dict(encoder=encoder, dataset=True, batch=2, segment_frames=3, chunk_frames=3, progress=False)
+    first = extract_bag(bag, out, limit=4, **opts)
+    assert first.limited and not first.complete and first.frames_written == 4
+    assert custom_data(out / "run_mcap_features")["defm_ros.complete"] == "false"  # flagged partial
+    assert len(read_features(out / "run_mcap_features")["/cam/depth/features/cls"]) >= 1
+    with pytest.raises(FileExistsError):
+        extract_bag(bag, out, **opts)  # no silent overwrite
+
+    def stop_after_one_batch(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ExtractInterrupted) as info:
+        extract_bag(bag, out, resume=True, on_batch=stop_after_one_batch, **opts)
+    second = info.value.result
+    assert second.interrupted and second.frames_present == 4 and second.frames_written == 2
+    # readable right after the interrupt, and still flagged partial
+    assert custom_data(out / "run_mcap_features")["defm_ros.complete"] == "false"
+    assert len(load_dataset(out / "run_mcap_dataset")["stamp_ns"]) == 6
+    assert not (out / "run_mcap_features" / ".partial").exists()
+
+    # a killed run leaves an unfinished segment and a temporary chunk behind
+    junk = out / "run_mcap_features" / ".partial" / "run_mcap_features_9"
+    junk.mkdir(parents=True)
+    (junk / "run_mcap_features_9.mcap").write_bytes(b"\x89MCAP0\r\n truncated")
+    (out / "run_mcap_dataset" / ".chunk_000099.tmp.npz").write_bytes(b"partial")
+
+    third = extract_bag(bag, out, resume=True, **opts)
+    assert third.complete and third.frames_present == 6 and third.frames_written == 3 * N - 6
+    assert any("discarded segment" in n for n in third.notes)
+    check_outputs(out, "run_mcap", expected["mcap"], encoder)
+    assert custom_data(out / "run_mcap_features")["defm_ros.complete"] == "true"
+
+    again = extract_bag(bag, out, resume=True, **opts)  # nothing left to do
+    assert again.complete and again.frames_written == 0 and again.frames_present == 3 * N
+    with pytest.raises(OutputMismatchError, match="dtype"):
+        extract_bag(bag, out, resume=True, **{**opts, "dtype": "float16"})
+
+
+def test_bag_output_resumes_when_dataset_is_added_later(tmp_path, bags, encoder):
+    paths, expected = bags
+    extract_bag(paths["sqlite3"], tmp_path, encoder=encoder, progress=False)
+    result = extract_bag(paths["sqlite3"], tmp_path, encoder=encoder, dataset=True, resume=True, progress=False)
+    assert result.frames_written == 3 * N  # only for the dataset: the bag already held them
+    check_outputs(tmp_path, "run_db3", expected["sqlite3"], encoder)
+
+
+def _truncate(src: Path, dst: Path, fraction: float) -> Path:
+    if src.is_dir():
+        shutil.copytree(src, dst)
+        storage = next(p for p in dst.iterdir() if p.suffix in (".mcap", ".db3"))
+    else:
+        shutil.copy(src, dst)
+        storage = dst
+    os.truncate(storage, int(storage.stat().st_size * fraction))
+    return dst
+
+
+def test_truncated_mcap_is_processed_up_to_the_damage(tmp_path, bags, encoder):
+    paths, _ = bags
+    bag = _truncate(paths["mcap"], tmp_path / "cut", 0.6)
+    (bag / "metadata.yaml").unlink()  # as when the recorder was killed
+    result = extract_bag(bag, tmp_path / "out", encoder=encoder, dataset=True, progress=False)
+    assert result.source_truncated and 0 < result.frames_written < 3 * N
+    assert any("metadata.yaml" in n for n in result.notes) and any("truncated" in n for n in result.notes)
+    assert "damaged" in result.summary()
+    assert custom_data(tmp_path / "out" / "cut_features")["defm_ros.source_truncated"] == "true"
+    assert len(load_dataset(tmp_path / "out" / "cut_dataset")["stamp_ns"]) == result.frames_written
+
+
+@pytest.mark.parametrize("kind", ["ros1", "sqlite3"])
+def test_truncated_bag_without_index_gives_a_clear_error(tmp_path, bags, encoder, kind):
+    paths, _ = bags
+    bag = _truncate(paths[kind], tmp_path / ("cut.bag" if kind == "ros1" else "cut"), 0.5)
+    with pytest.raises(BagReadError, match="reindex|recover"):
+        extract_bag(bag, tmp_path / "out", encoder=encoder, progress=False)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """`defm-ros extract ...` through the real dispatcher (exit codes included)."""
+    from defm_ros import cli as cli_pkg
+
+    monkeypatch.setitem(cli_pkg.VERBS, "extract", "encode recorded bags into feature bags / datasets")
+    return lambda *argv: cli_pkg.main(["extract", *map(str, argv)])
+
+
+def test_cli_help_and_usage_errors(cli, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli("--help")
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--out", "--topic", "--dataset", "--batch", "--resume", "--model", "--weights", "--size"):
+        assert option in text
+    with pytest.raises(SystemExit) as exc:
+        cli(tmp_path)  # --out missing
+    assert exc.value.code == 2
+    assert cli(tmp_path / "missing.bag", "--out", tmp_path) == 2
+    assert cli(tmp_path, "--out", tmp_path, "--no-bag") == 2
+
+
+def test_cli_runs_resumes_and_reports(cli, capsys, tmp_path, bags):
+    paths, _ = bags
+    common = ["--out", tmp_path / "o", "--weights", "random", "--size", "64", "--no-progress", "--dataset"]
+    assert cli(paths["mcap"], paths["ros1"], *common, "--limit", "3") == 0
+    assert "stopped at --limit" in capsys.readouterr().out
+    assert cli(paths["mcap"], *common) == 2  # outputs exist: --resume or --overwrite
+    assert cli(paths["mcap"], paths["ros1"], *common, "--resume") == 0
+    text = capsys.readouterr().out
+    assert "complete" in text and "already present" in text and "malformed" in text and "real time" in text
+    assert len(load_dataset(tmp_path / "o" / "run_dataset")["stamp_ns"]) == 3 * N
+
+
+def test_cli_interrupt_exits_130_and_unreadable_bag_exits_1(cli, capsys, tmp_path, bags, monkeypatch):
+    import defm_ros.extract as extract_pkg
+
+    paths, _ = bags
+    real = extract_pkg.extract_bag
+
+    def interrupted(*args, **kwargs):
+        def stop(result):
+            raise KeyboardInterrupt
+
+        return real(*args, **{**kwargs, "on_batch": stop})
+
+    monkeypatch.setattr(extract_pkg, "extract_bag", interrupted)
+    common = ["--out", tmp_path / "o", "--weights", "random", "--size", "64", "--no-progress"]
+    assert cli(paths["mcap"], *common) == 130
+    assert "INTERRUPTED" in capsys.readouterr().out
+    assert custom_data(tmp_path / "o" / "run_mcap_features")["defm_ros.complete"] == "false"
+    monkeypatch.setattr(extract_pkg, "extract_bag", real)
+    cut = _truncate(paths["ros1"], tmp_path / "cut.bag", 0.5)
+    assert cli(cut, *common) == 1
+    assert "reindex" in capsys.readouterr().err
