@@ -59,7 +59,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..extract import BagReadError, ExtractInterrupted, OutputMismatchError, build_encoder, extract_bag, output_name
+    from ..extract import output_name
 
     if args.resume and args.overwrite:
         raise CliError("--resume and --overwrite exclude each other")
@@ -75,8 +75,17 @@ def main(args: argparse.Namespace) -> int:
         if other != bag:
             raise CliError(f"{other} and {bag} would write the same outputs ({output_name(bag)}_*); "
                            f"extract them into different --out folders")
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's stop closes outputs like Ctrl-C
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None  # stop = Ctrl-C
+    try:
+        return _extract_all(args)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def _extract_all(args: argparse.Namespace) -> int:
+    from ..extract import BagReadError, ExtractInterrupted, OutputMismatchError, build_encoder, extract_bag
 
     encoder = build_encoder(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
                             input_size=args.size, precision=args.precision, dense_level=args.dense_level)

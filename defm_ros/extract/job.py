@@ -74,7 +74,8 @@ class ExtractResult:
         if self.source_truncated:
             lines.append("  the bag is damaged/truncated: features cover what was readable")
         lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  -> {kind}: {p}" for kind, p in self.outputs.items()]
+        lines += [f"  -> {kind}: {p}" + ("" if Path(p).exists() else " (nothing written)")
+                  for kind, p in self.outputs.items()]
         return "\n".join(lines)
 
 
