@@ -329,3 +329,25 @@ def test_cli_interrupt_exits_130_and_unreadable_bag_exits_1(cli, capsys, tmp_pat
     cut = _truncate(paths["ros1"], tmp_path / "cut.bag", 0.5)
     assert cli(cut, *common) == 1
     assert "reindex" in capsys.readouterr().err
+
+
+def test_segment_closed_but_not_listed_is_recovered(tmp_path, bags, encoder, monkeypatch):
+    from defm_ros.extract import FeatureBag
+
+    paths, expected = bags
+    real, calls = FeatureBag._list_segment, []
+
+    def crash_on_second(self, seg):
+        calls.append(seg)
+        if len(calls) == 2:
+            raise SystemExit("killed between moving a segment and listing it")
+        return real(self, seg)
+
+    monkeypatch.setattr(FeatureBag, "_list_segment", crash_on_second)
+    with pytest.raises(SystemExit):
+        extract_bag(paths["mcap"], tmp_path, encoder=encoder, segment_frames=5, progress=False)
+    monkeypatch.setattr(FeatureBag, "_list_segment", real)
+    result = extract_bag(paths["mcap"], tmp_path, encoder=encoder, segment_frames=5, resume=True, progress=False)
+    assert result.complete and result.frames_present == 10
+    assert any("closed but did not list" in n for n in result.notes)
+    check_outputs(tmp_path, "run_mcap", expected["mcap"], encoder, dataset=False)
