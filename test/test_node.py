@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from .rosgraph import Probe, start_camera, start_node, stop
 pytestmark = pytest.mark.ros
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -85,3 +87,40 @@ def test_diagnostics_and_bad_parameters(probe):
     bad = start_node({**BASE, "precision": "fp64"})
     code, log = stop(bad, timeout=60) if bad.wait(60) is None else (bad.returncode, bad.stdout.read())
     assert code != 0 and "precision must be one of" in log
+
+
+def _set(probe, client, name, value):
+    from rcl_interfaces.msg import Parameter, ParameterValue
+    from rclpy.parameter import Parameter as P
+
+    req = SetParameters.Request()
+    pv: ParameterValue = P(name, value=value).get_parameter_value()
+    req.parameters = [Parameter(name=name, value=pv)]
+    t = time.monotonic()
+    future = client.call_async(req)
+    assert probe.wait_for(future.done, 10), f"set {name} timed out"
+    return future.result().results[0], time.monotonic() - t
+
+
+def test_parameters_answer_during_inference_and_bad_values_are_refused(probe):
+    """A heavy model under a 30 Hz stream: parameter calls are still answered at once."""
+    node = start_node({"model": "defm_resnet50", "weights": "random", "input_size": [320, 320]},
+                      {"~/depth": "/busy/depth"})
+    client = probe.node.create_client(SetParameters, "/defm_node/set_parameters")
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    try:
+        assert client.wait_for_service(60)
+        cam = start_camera("/busy/depth", "--rate", "30", "--count", "150")
+        assert probe.wait_for(lambda: any(kv.key == "published_frames" and int(kv.value) > 2
+                                          for a in diags for s in a.status for kv in s.values), 60)
+        ok, took = _set(probe, client, "publish_pca", True)
+        assert ok.successful and took < 0.5, took
+        bad, took = _set(probe, client, "depth_scale", 5.0)
+        assert not bad.successful and "depth_scale" in bad.reason and took < 0.5
+        fixed, _ = _set(probe, client, "model", "defm_resnet18")
+        assert not fixed.successful and "read-only" in fixed.reason
+        choice, _ = _set(probe, client, "batch_window_ms", -1.0)
+        assert not choice.successful
+        cam.wait(30)
+    finally:
+        stop(node)
