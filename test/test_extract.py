@@ -274,11 +274,10 @@ def test_truncated_bag_without_index_gives_a_clear_error(tmp_path, bags, encoder
 
 
 @pytest.fixture
-def cli(monkeypatch):
+def cli():
     """`defm-ros extract ...` through the real dispatcher (exit codes included)."""
     from defm_ros import cli as cli_pkg
 
-    monkeypatch.setitem(cli_pkg.VERBS, "extract", "encode recorded bags into feature bags / datasets")
     return lambda *argv: cli_pkg.main(["extract", *map(str, argv)])
 
 

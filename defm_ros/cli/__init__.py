@@ -12,6 +12,7 @@ VERBS = {
     "demo": "encode real depth frames and write PCA feature images (the main job)",
     "export": "export a model (optionally with normalization) to ONNX and check it",
     "bench": "time preprocessing, inference and end-to-end per backend, side by side",
+    "extract": "encode recorded bags into feature bags and training datasets (resumable)",
 }
 
 
