@@ -215,7 +215,15 @@ class DefmNode(Node):
                                            throttle_duration_sec=2.0)
             for group in group_by_shape(decoded):
                 self.batch_sizes.append(len(group))
-                self._encode_and_publish(group)
+                try:
+                    self._encode_and_publish(group)
+                except Exception as exc:
+                    if self._stop.is_set() or not self.context.ok():
+                        return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
+                    for f, _ in group:
+                        self.stats[f.camera].errors += 1
+                    self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
+                                            throttle_duration_sec=2.0)
 
     def _encode_and_publish(self, group) -> None:
         import numpy as np
@@ -342,8 +350,11 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a start-up failure: say why and exit non-zero before publishing anything
-        print(f"defm_node: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
+        if node is not None and not rclpy.ok():  # a callback raced SIGINT/SIGTERM's context shutdown: clean stop
+            print(f"defm_node: ignored during shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            print(f"defm_node: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
     finally:
         if node is not None:
             node.shutdown()
