@@ -138,6 +138,9 @@ def test_sessions_do_not_spin(fused_file):
     opts = be.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.intra_op_num_threads == 1
+    spinning = OnnxBackend(path, StreamInfo.from_dict(ref.info), spin=True).session.get_session_options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning.get_session_config_entry("session.force_spinning_stop") == "1"  # never between frames
 
 
 def test_bench_compares_backends_side_by_side(capsys, tmp_path):

@@ -113,9 +113,11 @@ class OnnxBackend:
         threads: int = 0,
         spin: bool = False,
     ) -> None:
-        """`threads`: ORT intra-op threads (0: one per physical core). `spin`: let idle ORT threads
-        busy-wait for the next call; off by default, since spinning threads steal the cores that torch,
-        the ROS executor and the camera driver need between frames."""
+        """`threads`: ORT intra-op threads (0: one per physical core). `spin`: worker threads busy-wait
+        between the ops of a run (they stop when it returns). Off by default: on an idle machine it
+        saves the wake-up per op (up to 1.3x on small-op CNNs), but when other processes share the
+        cores (ROS executor, camera driver) spinning threads take their time slices and the median
+        latency gets worse (bench/RESULTS.md)."""
         import onnxruntime as ort
 
         self._ort = ort
@@ -184,6 +186,8 @@ class OnnxBackend:
         so.intra_op_num_threads = self.threads
         for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
             so.add_session_config_entry(key, "1" if self.spin else "0")
+        if self.spin:  # spin between the ops of one run only, never between frames
+            so.add_session_config_entry("session.force_spinning_stop", "1")
         return self._ort.InferenceSession(model, so, providers=[n for n, _ in self._providers],
                                           provider_options=[o for _, o in self._providers])
 
