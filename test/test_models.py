@@ -81,7 +81,7 @@ class _Evil:
 def test_code_carrying_pickle_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"model": _Evil()}, f)
+        pickle.dump({"model": _Evil()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="weights_only"):
         read_state_dict(path)
     assert "pwned" not in capsys.readouterr().out
@@ -101,3 +101,11 @@ def test_non_state_dict_is_refused(tmp_path):
     torch.save([torch.zeros(2)], path)
     with pytest.raises(CheckpointError, match="state dict"):
         read_state_dict(path)
+
+
+def test_garbage_file_is_not_called_code(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"garbage, not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint.*nothing in it was run") as exc:
+        read_state_dict(path)
+    assert "run as code" not in str(exc.value)

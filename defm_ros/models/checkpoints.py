@@ -110,10 +110,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} is not a plain weights file: it holds Python objects that would have to run as code "
-            f"to load, which is refused (weights_only=True). Details: {str(exc).splitlines()[0]}"
-        ) from exc
+        text = str(exc)
+        if "Unsupported global" in text or "Unsupported class" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "Unsupported" in ln), "")
+            raise CheckpointError(
+                f"{path} is not a plain weights file: it holds Python objects that would have to run as code "
+                f"to load, which is refused (weights_only=True). Details: {detail}") from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?); it was read with "
+                              "weights_only=True and nothing in it was run") from exc
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                               f"{type(exc).__name__}: {exc}") from exc
