@@ -1,8 +1,11 @@
 """defm_node: depth images in, DeFM dense features and class tokens out (SPEC §5, §6).
 
-The only module that imports rclpy. Callbacks only park the newest message per camera; one worker
-thread decodes, batches across cameras, runs the encoder and publishes, so inference never blocks
+The only module that imports rclpy. Callbacks only park the newest message per camera; one loop
+decodes, batches across cameras, runs the encoder and publishes, so inference never blocks
 parameters, diagnostics or other cameras, and stale frames are dropped (and counted), never queued.
+The executor spins in a background thread and inference runs on the main thread: torch's OpenMP
+pool ran the same forward pass up to 2x slower from a secondary thread on a 2-core CPU
+(bench/RESULTS.md, node design).
 """
 
 from __future__ import annotations
@@ -149,8 +152,6 @@ class DefmNode(Node):
 
         self._fail_frame_id = os.environ.get(FAULT_ENV) or None
         self._stop = threading.Event()
-        self.worker = threading.Thread(target=self._work, name="defm_worker", daemon=True)
-        self.worker.start()
         self.get_logger().info(
             f"{info['model']} on {info['device']} ({info['backend']}, {info['precision']}), input "
             f"{info['input_size']}, dense {info['dense_channels']}x{info['dense_size']} stride {info['stride']}; "
@@ -200,9 +201,10 @@ class DefmNode(Node):
         self.stats[camera].on_input(now)
         self.frames.put(camera, msg, now)
 
-    # --- worker -----------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    # --- inference loop -------------------------------------------------------------------------
+    def work(self) -> None:
+        """Process the newest frames until shutdown (call from the main thread; see module docstring)."""
+        while not self._stop.is_set() and self.context.ok():
             frames = self.frames.take(timeout=0.1, window=self.p["batch_window_ms"] / 1000.0)
             decoded = []
             for f in frames:
@@ -301,10 +303,9 @@ class DefmNode(Node):
                 hardware_id=info["device"], values=[KeyValue(key=k, value=v) for k, v in values.items()]))
         self.pub_diag.publish(arr)
 
-    def shutdown(self, timeout: float = 2.0) -> None:
+    def shutdown(self) -> None:
         self._stop.set()
         self.frames.wake()
-        self.worker.join(timeout)
 
 
 def large_data_profile() -> Path | None:
@@ -346,7 +347,20 @@ def main(args: list[str] | None = None) -> int:
             node.get_logger().info(f"Fast DDS large-data profile: {profile}")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+
+        def spin() -> None:
+            try:
+                executor.spin()
+            except ExternalShutdownException:
+                pass
+            finally:
+                node.shutdown()  # a stopped executor (SIGINT/SIGTERM shut the context down) ends work()
+
+        spinner = threading.Thread(target=spin, name="defm_executor", daemon=True)
+        spinner.start()
+        node.work()
+        executor.shutdown(timeout_sec=1.0)
+        spinner.join(1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a start-up failure: say why and exit non-zero before publishing anything
