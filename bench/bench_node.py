@@ -1,7 +1,8 @@
 """defm_node against the baseline node a user would write (bench/baseline_node.py), in one run.
 
 A camera is simulated in this process: 640x480 16UC1 frames (a real RealSense-like frame) at a
-fixed rate with reliable QoS, stamped with the wall clock; outputs are matched to inputs by stamp.
+fixed rate with reliable QoS and the shipped large-data profile (as a driver started by the launch
+file), stamped with the wall clock; outputs are matched to inputs by stamp.
 Reported per model and node: fraction of frames out, output rate, median / p95 stamp->output
 latency, and the goals of issue 9 as ratios. Each configuration runs in its own block.
 
@@ -167,8 +168,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--skip-multi", action="store_true")
+    ap.add_argument("--only-overhead", action="store_true", help="just the 5 Hz node-overhead block")
     args = ap.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+    # The simulated camera uses the shipped large-data profile, as a driver started by defm.launch.py does.
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_data.xml"))
     enc_ms = {m: 1e3 * encode_time(m, args.size) for m in args.models}
     rclpy.init()
     node = rclpy.create_node("bench_rig")
@@ -180,7 +184,7 @@ def main() -> int:
           f"{os.cpu_count()} CPUs; sizes {args.size}")
     print(f"{'':<34}{'frames out':>11}{'':>7}{'rate':>11}{'median':>9}{'p95 ms':>9}")
     period = 1e3 / args.rate
-    for m in args.models:
+    for m in [] if args.only_overhead else args.models:
         b = measure(rig, [baseline(m, args.size, "/bb/depth")], ["/bb/depth"], ["/baseline/features/dense"],
                     args.rate, args.seconds)
         b1 = measure(rig, [baseline(m, args.size, "/b1/depth", depth=1)], ["/b1/depth"],
@@ -200,7 +204,7 @@ def main() -> int:
                    max(args.seconds, 6.0))
     print(row(f"{m} defm_node at 5 Hz", slow))
     print(f"  -> node overhead (median latency / median encode): {slow['median'] / enc_ms[m]:.2f}")
-    if not args.skip_multi:
+    if not (args.skip_multi or args.only_overhead):
         cams = [f"/c{i}" for i in range(4)]
         one = measure(rig, [ours(m, args.size, "/unused", extra=[
             "-p", "cameras:=[" + ",".join(f"'{c}'" for c in cams) + "]", "-p", "batch_window_ms:=10.0"])],
