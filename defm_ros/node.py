@@ -23,6 +23,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -192,7 +193,10 @@ class DefmNode(Node):
             if self.subs[i] is not None:
                 self.destroy_subscription(self.subs[i])
             qos = QoSProfile(depth=1, reliability=want)
-            self.subs[i] = self.create_subscription(self.msg_type, topic, lambda m, i=i: self._on_depth(i, m), qos)
+            # raw=True: the executor only copies the serialized bytes; frames that are dropped are never
+            # deserialized, and the one that is processed is deserialized on the inference thread.
+            self.subs[i] = self.create_subscription(self.msg_type, topic, lambda m, i=i: self._on_depth(i, m), qos,
+                                                    raw=True)
             self.sub_reliability[i] = want
             self.get_logger().info(f"subscribed to {self.resolve_topic_name(topic)} ({want.name.lower()}, keep last 1)")
 
@@ -209,6 +213,7 @@ class DefmNode(Node):
             decoded = []
             for f in frames:
                 try:
+                    f.msg = deserialize_message(f.msg, self.msg_type)
                     decoded.append((f, decode_depth(f.msg, self.p["depth_scale"])))
                 except Exception as exc:  # DepthDecodeError; anything else is a codec bug, still not fatal
                     self.stats[f.camera].rejected += 1
