@@ -124,3 +124,37 @@ def test_parameters_answer_during_inference_and_bad_values_are_refused(probe):
         cam.wait(30)
     finally:
         stop(node)
+
+
+def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path):
+    """The node runs an exported ONNX file alone; its info names the providers actually used."""
+    import torch
+
+    from defm_ros import Encoder
+    from defm_ros.backends.export import export_model
+    from defm_ros.depth_codecs import decode_depth
+    from defm_ros.models import build_model
+
+    from .fixtures.depth_publisher import frames
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "b0.pth"
+    torch.save(build_model(BASE["model"]).state_dict(), ckpt)
+    onnx = tmp_path / "b0.onnx"
+    export_model(BASE["model"], onnx, weights=ckpt, input_size=(224, 224), camera_size=(480, 640))
+    node = start_node({**BASE, "backend": "onnxruntime", "weights": str(onnx)}, {"~/depth": "/ort/depth"})
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    info = probe.listen(String, "/defm_node/features/info", latched=True)
+    cam = start_camera("/ort/depth", "--rate", "5", "--count", "6")
+    try:
+        assert probe.wait_for(lambda: len(dense) >= 4 and info, 90), stop(node)[1]
+    finally:
+        cam.wait(30)
+        stop(node)
+    meta = json.loads(info[0].data)
+    assert meta["backend"] == "onnxruntime" and meta["providers"] == ["CPUExecutionProvider"]
+    enc = Encoder(BASE["model"], weights=str(ckpt), input_size=(224, 224))
+    depths = [decode_depth(m) for m in frames("16UC1")]
+    for msg in dense[:3]:
+        want = enc.encode(depths[(msg.header.stamp.sec - 1000) % len(depths)]).dense[0].numpy()
+        np.testing.assert_allclose(from_msg(msg), want, atol=1e-4)
