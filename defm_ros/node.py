@@ -54,6 +54,8 @@ PARAMS = {
     "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth", ("raw", "compressedDepth")),
     "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers",
                         ("auto", "reliable", "best_effort")),
+    "threads": (0, "torch CPU threads for inference; 0: torch's default (one per core). 1 stays steady when "
+                "other processes share the cores", (0, 256)),
     "output_dtype": ("float32", "feature message precision (32FC<C> or 16FC<C>)", ("float32", "float16")),
     "publish_pca": (False, "also publish ~/features/pca (rgb8) for RViz/Foxglove", None),
     "batch_window_ms": (5.0, "multi-camera: wait this long for the other cameras' frames", (0.0, 200.0)),
@@ -107,6 +109,11 @@ class DefmNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from .encoder import Encoder  # torch is imported only once parameters are known to be valid
+
+        if p["threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["threads"])  # this (main) thread runs inference
 
         self.encoder = Encoder(
             p["model"], weights=p["weights"] or None, backend=p["backend"], device=p["device"],
