@@ -64,25 +64,30 @@ def normalize_depth(
         depth = relative_to_pseudo_metric(depth)
     elif mode != "metric":
         raise ValueError(f"depth mode must be one of {DEPTH_MODES}, got {mode!r}")
-    d = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, MAX_DEPTH_C1)
-    log_d = torch.log1p(d)
+    d = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    planes, lo, hi = log_planes(d)
+    if tuple(planes.shape[-2:]) != geometry.resize:
+        planes = F.interpolate(planes, size=geometry.resize, mode="bilinear", align_corners=False, antialias=True)
+    return planes_to_input(planes, lo, hi, geometry)
+
+
+def log_planes(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Finite depth (B, H, W) -> the two planes to resize, L and clip(L), plus min and max of L per image."""
+    log_d = torch.log1p(depth.clamp(0.0, MAX_DEPTH_C1))
     flat = log_d.flatten(1)
-    lo, hi = flat.amin(1), flat.amax(1)
-    two = torch.stack((log_d, log_d.clamp(max=math.log1p(MAX_DEPTH_C2))), dim=1)
-    if tuple(two.shape[-2:]) != geometry.resize:
-        two = F.interpolate(two, size=geometry.resize, mode="bilinear", align_corners=False, antialias=True)
+    planes = torch.stack((log_d, log_d.clamp(max=math.log1p(MAX_DEPTH_C2))), dim=1)
+    return planes, flat.amin(1), flat.amax(1)
+
+
+def planes_to_input(planes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, geometry: InputGeometry) -> torch.Tensor:
+    """Resized planes -> C1, C2, C3, standardized and padded: the network input (B, 3, *padded)."""
     span = hi - lo
     valid = span > 0
     inv_span = torch.where(valid, 1.0 / torch.where(valid, span, torch.ones_like(span)), torch.zeros_like(span))
-    r, rc = two[:, 0], two[:, 1]
+    r, rc = planes[:, 0], planes[:, 1]
     c1 = r * (1.0 / math.log1p(MAX_DEPTH_C1))
-    c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp_(0.0, 1.0)
+    c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp(0.0, 1.0)
     c3 = (r - lo[:, None, None]) * inv_span[:, None, None]
-    out = torch.stack(
-        [(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD, strict=True)],
-        dim=1,
-    )
+    out = torch.stack([(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD, strict=True)], dim=1)
     ph, pw = geometry.padded[0] - geometry.resize[0], geometry.padded[1] - geometry.resize[1]
-    if ph or pw:
-        out = F.pad(out, (0, pw, 0, ph))
-    return out
+    return F.pad(out, (0, pw, 0, ph)) if ph or pw else out

@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..info import StreamInfo
-from ..normalize import MAX_DEPTH_C1, MAX_DEPTH_C2, MEAN, STD, InputGeometry, normalize_depth, relative_to_pseudo_metric
+from ..normalize import (
+    InputGeometry,
+    log_planes,
+    normalize_depth,
+    planes_to_input,
+    relative_to_pseudo_metric,
+)
 
 log = logging.getLogger("defm_ros")
 
@@ -87,30 +93,14 @@ class GraphNormalize(nn.Module):
         if self.resize:
             self.register_buffer("rh", resize_matrix(camera_size[0], geometry.resize[0]))
             self.register_buffer("rwt", resize_matrix(camera_size[1], geometry.resize[1]).T.contiguous())
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
         if self.relative:
             depth = relative_to_pseudo_metric(depth)
-        d = torch.where(depth < math.inf, depth, torch.zeros_like(depth)).clamp(0.0, MAX_DEPTH_C1)
-        log_d = torch.log1p(d)
-        flat = log_d.flatten(1)
-        lo, hi = flat.amin(1), flat.amax(1)
-        two = torch.stack((log_d, log_d.clamp(max=math.log1p(MAX_DEPTH_C2))), dim=1)
+        planes, lo, hi = log_planes(torch.where(depth < math.inf, depth, torch.zeros_like(depth)))
         if self.resize:
-            two = self.rh @ (two @ self.rwt)
-        span = hi - lo
-        valid = span > 0
-        inv_span = torch.where(valid, 1.0 / torch.where(valid, span, torch.ones_like(span)), torch.zeros_like(span))
-        r, rc = two[:, 0], two[:, 1]
-        c1 = r * (1.0 / math.log1p(MAX_DEPTH_C1))
-        c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp(0.0, 1.0)
-        c3 = (r - lo[:, None, None]) * inv_span[:, None, None]
-        out = (torch.stack((c1, c2, c3), dim=1) - self.mean) / self.std
-        ph = self.geometry.padded[0] - self.geometry.resize[0]
-        pw = self.geometry.padded[1] - self.geometry.resize[1]
-        return F.pad(out, (0, pw, 0, ph)) if ph or pw else out
+            planes = self.rh @ (planes @ self.rwt)
+        return planes_to_input(planes, lo, hi, self.geometry)
 
 
 class _FloatIO(nn.Module):
