@@ -232,7 +232,7 @@ class DefmNode(Node):
                 try:
                     self._encode_and_publish(group)
                 except Exception as exc:
-                    if self._stop.is_set() or not self.context.ok():
+                    if self.stopping():
                         return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
                     for f, _ in group:
                         self.stats[f.camera].errors += 1
@@ -315,6 +315,11 @@ class DefmNode(Node):
                 hardware_id=info["device"], values=[KeyValue(key=k, value=v) for k, v in values.items()]))
         self.pub_diag.publish(arr)
 
+    def stopping(self, grace: float = 0.5) -> bool:
+        """Whether a failure belongs to a shutdown in progress: a signal invalidates the context a
+        moment before the executor stops, so give the executor `grace` seconds to say so."""
+        return self._stop.wait(grace) or not self.context.ok()
+
     def shutdown(self) -> None:
         self._stop.set()
         self.frames.wake()
@@ -351,7 +356,8 @@ def main(args: list[str] | None = None) -> int:
 
     profile = apply_large_data_profile()
     rclpy.init(args=args)
-    node = None
+    node = executor = spinner = None
+    failures: list[Exception] = []
     code = 0
     try:
         node = DefmNode()
@@ -363,20 +369,19 @@ def main(args: list[str] | None = None) -> int:
         def spin() -> None:
             try:
                 executor.spin()
-            except ExternalShutdownException:
-                pass
+            except Exception as exc:  # ExternalShutdownException, or an RCLError racing SIGINT/SIGTERM's shutdown
+                if rclpy.ok():
+                    failures.append(exc)
             finally:
-                node.shutdown()  # a stopped executor (SIGINT/SIGTERM shut the context down) ends work()
+                node.shutdown()  # a stopped executor ends work()
 
         spinner = threading.Thread(target=spin, name="defm_executor", daemon=True)
         spinner.start()
         node.work()
-        executor.shutdown(timeout_sec=1.0)
-        spinner.join(1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a start-up failure: say why and exit non-zero before publishing anything
-        if node is not None and not rclpy.ok():  # a callback raced SIGINT/SIGTERM's context shutdown: clean stop
+        if node.stopping() if node is not None else not rclpy.ok():  # SIGINT/SIGTERM shut the context down
             print(f"defm_node: ignored during shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
         else:
             print(f"defm_node: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -384,9 +389,24 @@ def main(args: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.shutdown()
+        if executor is not None:
+            try:
+                executor.shutdown(timeout_sec=1.0)
+            except Exception:  # the context may already be gone; the spinner ends either way
+                pass
+        if spinner is not None:
+            spinner.join(2.0)  # never leave rclpy's C++ running in a thread while the process exits
+        if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        else:  # a signal shut the context down: still stop rclpy's signal-handling thread
+            from rclpy.signals import uninstall_signal_handlers
+
+            uninstall_signal_handlers()
+    for exc in failures:
+        print(f"defm_node: fatal: executor failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
     # The process is about to exit: spare the interpreter's final garbage collection over torch's
     # objects (~1.5 s on a small CPU), so that SIGINT/SIGTERM end the node well within 2 s.
     import gc
