@@ -29,3 +29,13 @@ def ros_domain():
     rclpy.init()
     yield os.environ["ROS_DOMAIN_ID"]
     rclpy.shutdown()
+
+
+@pytest.fixture
+def probe(ros_domain):
+    """A test-side node recording topics, spun in the background (test.rosgraph.Probe)."""
+    from .rosgraph import Probe
+
+    p = Probe()
+    yield p
+    p.close()

@@ -50,13 +50,6 @@ FAIL_ID = "inject_backend_fault"
 DENSE, CLS = "/defm_node/features/dense", "/defm_node/features/cls"
 
 
-@pytest.fixture
-def probe(ros_domain):
-    p = Probe("hardening_probe")
-    yield p
-    p.close()
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Seeded weights in a file, so the node and this process hold the same model (and diagnostics can be OK)."""

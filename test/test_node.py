@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import Probe, start_camera, start_node, stop
+from .rosgraph import start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -20,13 +20,6 @@ from std_msgs.msg import String  # noqa: E402
 from defm_ros.features import from_msg  # noqa: E402
 
 BASE = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [224, 224]}
-
-
-@pytest.fixture
-def probe(ros_domain):
-    p = Probe()
-    yield p
-    p.close()
 
 
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "compressed"])

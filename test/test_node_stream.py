@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import ROOT, Probe, start_camera, start_node, stop
+from .rosgraph import ROOT, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -19,13 +19,6 @@ from defm_ros.features import from_msg  # noqa: E402
 
 PROFILE = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_data.xml")}
 FAST = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [160, 160]}
-
-
-@pytest.fixture
-def probe(ros_domain):
-    p = Probe()
-    yield p
-    p.close()
 
 
 def _diag(diags, suffix):
