@@ -203,6 +203,12 @@ def rejected_lines(log: str) -> list[float]:
 # --- raw sensor_msgs/Image ------------------------------------------------------------------------------------
 
 
+def assert_clean_stop(took: float, code: int, log: str, sig: int) -> None:
+    """The node stopped on `sig` within 2 s, with a conventional exit code and no traceback."""
+    assert took < 2.0 and code in (0, -sig, 128 + sig), (took, code, log)
+    assert "Traceback" not in log, log
+
+
 def test_raw_corpus_faults_and_sigint(probe, ckpt, encoder):
     node = start_node({"model": MODEL, "weights": str(ckpt), "input_size": SIZE, "qos_reliability": "reliable",
                        "stale_warn_s": 0.5, "stale_error_s": 1.5},
@@ -309,8 +315,7 @@ def test_raw_corpus_faults_and_sigint(probe, ckpt, encoder):
     finally:
         if node.poll() is None:
             stop(node)
-    assert took < 2.0 and code in (0, -signal.SIGINT, 128 + signal.SIGINT), (took, code, log)
-    assert "Traceback" not in log, log
+    assert_clean_stop(took, code, log, signal.SIGINT)
     lines = rejected_lines(log)
     assert 1 <= len(lines) < feed.bad / 4, log
     in_burst = [t for t in lines if burst_start - 0.1 <= t <= burst_end + 0.1]
@@ -385,8 +390,7 @@ def test_compressed_corpus_and_sigterm(probe, ckpt, encoder):
     finally:
         if node.poll() is None:
             stop(node)
-    assert took < 2.0 and code in (0, -signal.SIGTERM, 128 + signal.SIGTERM), (took, code, log)
-    assert "Traceback" not in log, log
+    assert_clean_stop(took, code, log, signal.SIGTERM)
 
 
 # --- checkpoint faults at start-up --------------------------------------------------------------------------
