@@ -4,8 +4,9 @@ The only module that imports rclpy. Callbacks only park the newest message per c
 decodes, batches across cameras, runs the encoder and publishes, so inference never blocks
 parameters, diagnostics or other cameras, and stale frames are dropped (and counted), never queued.
 The executor spins in a background thread and inference runs on the main thread: torch's OpenMP
-pool ran the same forward pass up to 2x slower from a secondary thread on a 2-core CPU
-(bench/RESULTS.md, node design).
+pool ran the same forward pass up to 2x slower from a secondary thread on a 2-core CPU. While a batch
+is in inference the depth subscriptions leave the executor's wait set (InferenceGate), so frames that
+arrive meanwhile cost no CPU here; DDS keeps the newest (bench/RESULTS.md, node design).
 """
 
 from __future__ import annotations
@@ -19,22 +20,26 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import CallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.serialization import deserialize_message
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from .depth_codecs import DepthDecodeError, decode_depth
 from .features import to_msg
-from .pipeline import LatestFrames, StreamStats, group_by_shape
+from .pipeline import LatestFrames, SequenceGaps, StreamStats, group_by_shape
 
 PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 # Testing aid (never set on a robot): inference raises for frames whose header.frame_id equals this
 # value, so that the failure path (failed_frames, the next frame still works) is exercised live.
 FAULT_ENV = "DEFM_ROS_FAIL_FRAME_ID"
+# rclpy >= Iron hands subscription callbacks the message info (publication sequence numbers); Humble does not.
+MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 
 # name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
@@ -94,6 +99,29 @@ def check_value(name: str, value) -> str | None:
     return None
 
 
+class InferenceGate(CallbackGroup):
+    """One camera's depth subscription group, closed while the node runs inference.
+
+    The executor leaves a closed group's subscriptions out of its wait set, so frames that arrive during
+    inference stay in DDS (keep last 1: the newest survives) and are never taken, copied or handed to
+    Python. On two cores, taking every 614 KB frame at 30 Hz slowed the forward pass by 10-20 %.
+    Only closed while the publisher's sequence numbers count what DDS overwrites (SequenceGaps).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def can_execute(self, entity) -> bool:
+        return not self.closed
+
+    def beginning_execution(self, entity) -> bool:
+        return True  # a frame the executor already chose is taken; closing only affects the next wait
+
+    def ending_execution(self, entity) -> None:
+        pass
+
+
 class DefmNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("defm_node", **kwargs)
@@ -148,6 +176,8 @@ class DefmNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.frames = LatestFrames(len(self.inputs))
+        self.gates = [InferenceGate() for _ in self.inputs]
+        self.sequences = [SequenceGaps() for _ in self.inputs]
         self.batch_sizes: deque[int] = deque(maxlen=256)
         self.stats = [StreamStats() for _ in self.inputs]
         self.subs: list = [None] * len(self.inputs)
@@ -202,14 +232,21 @@ class DefmNode(Node):
             qos = QoSProfile(depth=1, reliability=want)
             # raw=True: the executor only copies the serialized bytes; frames that are dropped are never
             # deserialized, and the one that is processed is deserialized on the inference thread.
-            self.subs[i] = self.create_subscription(self.msg_type, topic, lambda m, i=i: self._on_depth(i, m), qos,
-                                                    raw=True)
+            if MESSAGE_INFO:
+                callback = lambda m, info, i=i: self._on_depth(i, m, info)  # noqa: E731
+            else:
+                callback = lambda m, i=i: self._on_depth(i, m, None)  # noqa: E731
+            self.subs[i] = self.create_subscription(self.msg_type, topic, callback, qos, raw=True,
+                                                    callback_group=self.gates[i])
             self.sub_reliability[i] = want
             self.get_logger().info(f"subscribed to {self.resolve_topic_name(topic)} ({want.name.lower()}, keep last 1)")
 
-    def _on_depth(self, camera: int, msg) -> None:
+    def _on_depth(self, camera: int, msg, info: dict | None) -> None:
         now = time.monotonic()
-        self.stats[camera].on_input(now)
+        seq = info.get("publication_sequence_number") if info else None
+        if seq is not None and self.count_publishers(self.inputs[camera]) != 1:
+            seq = None  # several publishers' numbers interleave
+        self.stats[camera].on_input(now, self.sequences[camera].observe(seq))
         self.frames.put(camera, msg, now)
 
     # --- inference loop -------------------------------------------------------------------------
@@ -217,27 +254,42 @@ class DefmNode(Node):
         """Process the newest frames until shutdown (call from the main thread; see module docstring)."""
         while not self._stop.is_set() and self.context.ok():
             frames = self.frames.take(timeout=0.1, window=self.p["batch_window_ms"] / 1000.0)
-            decoded = []
-            for f in frames:
-                try:
-                    f.msg = deserialize_message(f.msg, self.msg_type)
-                    decoded.append((f, decode_depth(f.msg, self.p["depth_scale"])))
-                except Exception as exc:  # DepthDecodeError; anything else is a codec bug, still not fatal
-                    self.stats[f.camera].rejected += 1
-                    why = exc if isinstance(exc, DepthDecodeError) else f"{type(exc).__name__}: {exc}"
-                    self.get_logger().warn(f"rejected frame on {self.inputs[f.camera]}: {why}",
-                                           throttle_duration_sec=2.0)
-            for group in group_by_shape(decoded):
-                self.batch_sizes.append(len(group))
-                try:
-                    self._encode_and_publish(group)
-                except Exception as exc:
-                    if self.stopping():
-                        return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
-                    for f, _ in group:
-                        self.stats[f.camera].errors += 1
-                    self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
-                                            throttle_duration_sec=2.0)
+            if not frames:
+                continue
+            gated = [g for g, s in zip(self.gates, self.sequences, strict=True) if s.last is not None]
+            for g in gated:
+                g.closed = True
+            try:
+                self._process(frames)
+            finally:
+                for g in gated:
+                    g.closed = False
+                if gated and self.executor is not None:
+                    self.executor.wake()  # rebuild the wait set with the subscriptions back in
+
+    def _process(self, frames) -> None:
+        """Decode, batch, encode and publish one take of frames; failures cost frames, never the node."""
+        decoded = []
+        for f in frames:
+            try:
+                f.msg = deserialize_message(f.msg, self.msg_type)
+                decoded.append((f, decode_depth(f.msg, self.p["depth_scale"])))
+            except Exception as exc:  # DepthDecodeError; anything else is a codec bug, still not fatal
+                self.stats[f.camera].rejected += 1
+                why = exc if isinstance(exc, DepthDecodeError) else f"{type(exc).__name__}: {exc}"
+                self.get_logger().warn(f"rejected frame on {self.inputs[f.camera]}: {why}",
+                                       throttle_duration_sec=2.0)
+        for group in group_by_shape(decoded):
+            self.batch_sizes.append(len(group))
+            try:
+                self._encode_and_publish(group)
+            except Exception as exc:
+                if self.stopping():
+                    return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
+                for f, _ in group:
+                    self.stats[f.camera].errors += 1
+                self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=2.0)
 
     def _encode_and_publish(self, group) -> None:
         import numpy as np
@@ -300,7 +352,8 @@ class DefmNode(Node):
                 "latency_stamp_to_publish_ms_median": f"{stamp_med * 1e3:.1f}",
                 "latency_stamp_to_publish_ms_p95": f"{stamp_p95 * 1e3:.1f}",
                 "received_frames": str(s.total_in),
-                "dropped_frames": str(self.frames.dropped[i]),
+                "dropped_frames": str(self.frames.dropped[i] + self.sequences[i].dropped),
+                "dropped_frames_in_dds": str(self.sequences[i].dropped),  # never taken: arrived during inference
                 "rejected_frames": str(s.rejected),
                 "failed_frames": str(s.errors),
                 "published_frames": str(s.total_out),

@@ -65,6 +65,27 @@ def group_by_shape(items: list[tuple[Frame, np.ndarray]]) -> list[list[tuple[Fra
 
 
 @dataclass
+class SequenceGaps:
+    """Frames a publisher sent that never reached the node: gaps in its DDS publication sequence numbers.
+
+    A keep-last-1 subscription lets DDS overwrite a frame that the node has not taken yet; only the
+    publisher's sequence numbers show it. Counting needs one publisher: a number without one (several
+    publishers, or an rmw/rclpy that does not report it) ends the run, and a number that goes back (a
+    restarted driver) starts a new one.
+    """
+
+    last: int | None = None
+    dropped: int = 0
+
+    def observe(self, seq: int | None) -> int:
+        """How many sent frames this one accounts for: itself plus those skipped since the last."""
+        gap = seq - self.last - 1 if seq is not None and self.last is not None and seq > self.last else 0
+        self.last = seq
+        self.dropped += gap
+        return gap + 1
+
+
+@dataclass
 class StreamStats:
     """Rates and latencies of one camera's stream over a sliding window, for diagnostics."""
 
@@ -79,22 +100,25 @@ class StreamStats:
     total_out: int = 0
     total_in: int = 0
 
-    def on_input(self, now: float) -> None:
-        self.received.append(now)
-        self.total_in += 1
+    def on_input(self, now: float, frames: int = 1) -> None:
+        """`frames` > 1: this frame plus the ones the publisher sent that never arrived (SequenceGaps)."""
+        self.received.append((now, frames))
+        self.total_in += frames
         self.last_input = now
 
     def on_output(self, now: float, since_receive: float, since_stamp: float) -> None:
-        self.published.append(now)
+        self.published.append((now, 1))
         self.latency_recv.append(since_receive)
         self.latency_stamp.append(since_stamp)
         self.total_out += 1
 
-    def rate(self, times: deque, now: float) -> float:
-        recent = [t for t in times if now - t <= self.window]
+    def rate(self, events: deque, now: float) -> float:
+        """Frames per second over the window, from (time, frames) events."""
+        recent = [(t, n) for t, n in events if now - t <= self.window]
         if len(recent) < 2:
             return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+        frames = sum(n for _, n in recent[1:])
+        return frames / max(recent[-1][0] - recent[0][0], 1e-9)
 
     @staticmethod
     def percentiles(values: deque) -> tuple[float, float]:

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from defm_ros.pipeline import LatestFrames, StreamStats, group_by_shape
+from defm_ros.pipeline import LatestFrames, SequenceGaps, StreamStats, group_by_shape
 
 
 def test_only_the_newest_frame_is_kept_and_the_rest_counted():
@@ -55,3 +55,20 @@ def test_stream_stats_rates_latency_and_staleness():
     med, p95 = s.percentiles(s.latency_recv)
     assert abs(med - 0.0145) < 1e-9 and 0.0175 < p95 <= 0.019
     assert abs(s.staleness(3.0) - 2.0) < 1e-9 and s.total_in == 31 and s.total_out == 10
+
+
+def test_sequence_gaps_count_what_dds_overwrote():
+    gaps = SequenceGaps()
+    assert [gaps.observe(s) for s in (7, 8, 12, 13)] == [1, 1, 4, 1]  # 9, 10, 11 never arrived
+    assert gaps.dropped == 3
+    assert gaps.observe(2) == 1 and gaps.dropped == 3  # a restarted driver starts counting afresh
+    assert gaps.observe(None) == 1 and gaps.last is None  # several publishers: no counting ...
+    assert gaps.observe(9) == 1 and gaps.dropped == 3  # ... and no gap across that stretch
+
+
+def test_input_rate_counts_the_frames_that_never_arrived():
+    s = StreamStats(window=10.0)
+    s.on_input(0.0)
+    for k in range(1, 11):
+        s.on_input(k / 10, frames=3)  # every third frame of a 30 Hz camera reached the node
+    assert abs(s.rate(s.received, 1.0) - 30.0) < 1e-6 and s.total_in == 31
