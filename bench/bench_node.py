@@ -6,8 +6,9 @@ file), stamped with the wall clock; outputs are matched to inputs by stamp.
 Reported per model and node: fraction of frames out, output rate, median / p95 stamp->output
 latency, and the goals of issue 9 as ratios. Each configuration runs in its own block; with
 --rounds N the blocks of one model alternate N times and are pooled, so that the VM's drift (+-20 %
-over minutes) falls on both nodes alike. The node-overhead block is bracketed by two standalone
-`encode` measurements, and its ratio uses their mean.
+over minutes) falls on both nodes alike. The node-overhead blocks run against one node, with standalone
+`encode` timings taken between them while it idles; the ratio uses their median. The output rate counts
+outputs that arrived while the camera was sending.
 
     .venv/bin/python bench/bench_node.py [--models defm_resnet18 defm_vit_s14] [--seconds 6]
 """
@@ -151,8 +152,10 @@ def measure(rig: Rig, cmds: list[list[str]], inputs: list[str], outputs: list[st
 
 
 def match(rig: Rig, sent: dict[str, list[int]], inputs: list[str], outputs: list[str], seconds: float) -> dict:
-    """Pair each sent frame with its output by stamp."""
-    lat, n_in, n_out = [], 0, 0
+    """Pair each sent frame with its output by stamp (fraction out, latency); the output rate counts
+    what arrived while the camera was sending. (A queueing node keeps publishing its backlog after the
+    camera stops, with the cores to itself: counting that would flatter it.)"""
+    lat, n_in, n_out, n_during = [], 0, 0, 0
     for t_in, t_out in zip(inputs, outputs, strict=True):
         arrived = rig.arrivals[t_out]
         n_in += len(sent[t_in])
@@ -160,7 +163,11 @@ def match(rig: Rig, sent: dict[str, list[int]], inputs: list[str], outputs: list
             if s in arrived:
                 n_out += 1
                 lat.append(arrived[s] - s / 1e9)
-    return summary([{"in": n_in, "out": n_out, "seconds": seconds, "lat_ms": np.array(lat) * 1e3}])
+        if sent[t_in]:
+            start, end = sent[t_in][0] / 1e9, sent[t_in][-1] / 1e9
+            n_during += sum(start <= a <= end for a in arrived.values())
+    return summary([{"in": n_in, "out": n_out, "during": n_during, "seconds": seconds,
+                     "lat_ms": np.array(lat) * 1e3}])
 
 
 def overhead(rig: Rig, model: str, size: int, rounds: int, seconds: float) -> tuple[dict, list[float]]:
@@ -185,9 +192,10 @@ def overhead(rig: Rig, model: str, size: int, rounds: int, seconds: float) -> tu
 def summary(blocks: list[dict]) -> dict:
     """Pool blocks of one configuration: frames, output rate, latency percentiles."""
     n_in, n_out = sum(b["in"] for b in blocks), sum(b["out"] for b in blocks)
+    during, seconds = sum(b["during"] for b in blocks), sum(b["seconds"] for b in blocks)
     lat = np.concatenate([b["lat_ms"] for b in blocks]) if n_out else np.array([np.nan])
-    return {"in": n_in, "out": n_out, "seconds": sum(b["seconds"] for b in blocks), "lat_ms": lat,
-            "frac": n_out / max(n_in, 1), "rate": n_out / sum(b["seconds"] for b in blocks),
+    return {"in": n_in, "out": n_out, "during": during, "seconds": seconds, "lat_ms": lat,
+            "frac": n_out / max(n_in, 1), "rate": during / seconds,
             "median": float(np.median(lat)), "p95": float(np.percentile(lat, 95))}
 
 
