@@ -25,6 +25,7 @@ from defm_ros.backends.export import (
     network_graph,
     normalization_graph,
     read_sidecar,
+    resize_bands,
     resize_matrix,
 )
 from defm_ros.info import StreamInfo
@@ -50,6 +51,18 @@ def test_resize_matrix_is_torch_antialiased_bilinear(n_in, n_out):
     x = torch.rand(2, 3, n_in, 50) * 10
     ref = F.interpolate(x, size=(n_out, 50), mode="bilinear", align_corners=False, antialias=True)
     assert (resize_matrix(n_in, n_out) @ x - ref).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(640, 224), (480, 224), (480, 308), (100, 250), (37, 37)])
+def test_resize_bands_hold_every_tap_and_skip_the_zeros(n_in, n_out):
+    m = resize_matrix(n_in, n_out)
+    rebuilt = torch.zeros_like(m)
+    for k, (i0, i1, w) in enumerate(resize_bands(n_in, n_out)):
+        rebuilt[k * 32:k * 32 + w.shape[0], i0:i1] = w
+    assert torch.equal(rebuilt, m)
+    kept = sum(w.numel() for _, _, w in resize_bands(n_in, n_out))
+    if n_in > 2 * n_out:  # a downscale: the bands are a small part of the dense matrix
+        assert kept < 0.25 * m.numel()
 
 
 def _frames_with_invalid() -> torch.Tensor:
