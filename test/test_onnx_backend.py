@@ -132,15 +132,15 @@ def test_missing_gpu_provider_is_a_loud_downgrade(fused_file, caplog):
     assert "onnxruntime-gpu" in caplog.text
 
 
-def test_sessions_do_not_spin(fused_file):
+def test_sessions_spin_within_a_run_only(fused_file):
     path, ref = fused_file
-    be = OnnxBackend(path, StreamInfo.from_dict(ref.info), threads=1)
+    spinning = OnnxBackend(path, StreamInfo.from_dict(ref.info)).session.get_session_options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning.get_session_config_entry("session.force_spinning_stop") == "1"  # never between frames
+    be = OnnxBackend(path, StreamInfo.from_dict(ref.info), threads=1, spin=False)
     opts = be.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.intra_op_num_threads == 1
-    spinning = OnnxBackend(path, StreamInfo.from_dict(ref.info), spin=True).session.get_session_options()
-    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-    assert spinning.get_session_config_entry("session.force_spinning_stop") == "1"  # never between frames
 
 
 def test_bench_compares_backends_side_by_side(capsys, tmp_path):
@@ -152,12 +152,14 @@ def test_bench_compares_backends_side_by_side(capsys, tmp_path):
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     args = p.parse_args(["-m", "defm_regnet_y_400mf", "--iters", "3", "--warmup", "1", "--size", "64",
-                         "--json", str(tmp_path / "b.json"), "-b", "torch", "torch:channels_last", "onnxruntime"])
+                         "--json", str(tmp_path / "b.json"), "--rounds", "2", "-b", "torch", "torch:channels_last", "onnxruntime:nospin"])
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "speedup" in out and "CPUExecutionProvider" in out
     res = json.loads((tmp_path / "b.json").read_text())["results"]
-    assert [r["backend"] for r in res] == ["torch", "torch:channels_last", "onnxruntime"]
+    assert [r["backend"] for r in res] == ["torch", "torch:channels_last", "onnxruntime:nospin"]
+    assert all(len(r["end_to_end"]["block_medians_ms"]) == 2 for r in res)
+    assert res[2]["info"]["extra"]["spinning"] is False
     assert all(r["max_abs_diff_vs_baseline"] <= FP32_TOLERANCE for r in res)
     assert all(r["end_to_end"]["p95_ms"] >= r["end_to_end"]["median_ms"] > 0 for r in res)
 

@@ -111,13 +111,13 @@ class OnnxBackend:
         trt: bool = False,
         trt_cache_dir: str | os.PathLike | None = None,
         threads: int = 0,
-        spin: bool = False,
+        spin: bool = True,
     ) -> None:
         """`threads`: ORT intra-op threads (0: one per physical core). `spin`: worker threads busy-wait
-        between the ops of a run (they stop when it returns). Off by default: on an idle machine it
-        saves the wake-up per op (up to 1.3x on small-op CNNs), but when other processes share the
-        cores (ROS executor, camera driver) spinning threads take their time slices and the median
-        latency gets worse (bench/RESULTS.md)."""
+        between the ops of a run, and sleep as soon as it returns (ORT's own default spins between runs
+        too). On a 2-core VM, waking a sleeping thread for each op made ResNet-18's encode erratic
+        (33-48 ms against 27-32 ms spinning); inside defm_node at 30 Hz, sharing the cores with a
+        camera, both settings gave the same rate within noise (bench/RESULTS.md)."""
         import onnxruntime as ort
 
         self._ort = ort

@@ -1,10 +1,12 @@
 """Time preprocessing, inference and end-to-end encode per backend on real depth frames, side by side.
 
-Each backend is timed in its own block after warm-up (never interleaved), with the same weights
-(random unless --weights is given: timing does not depend on them), so outputs are comparable too.
-Backends: torch, torch:channels_last, torch:compile, onnxruntime, onnxruntime:trt (options joined with +).
-Other processes on the cores skew every figure (torch's OpenMP threads most): the load average is
-printed with each block so that a reader can tell.
+Each backend is timed in its own block after warm-up (never interleaved: ONNX Runtime's threads would
+slow torch's), with the same weights (random unless --weights is given: timing does not depend on
+them), so outputs are comparable too. With --rounds N the blocks cycle N times and each backend's
+samples are pooled, so that a machine whose speed drifts (a VM's does by +-20 % within minutes) drifts
+under every backend alike. Backends: torch, torch:channels_last, torch:compile, onnxruntime,
+onnxruntime:trt, onnxruntime:nospin (options joined with +). The load average is printed with each
+backend so that a reader can tell when other processes shared the cores.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from . import CliError
 from .common import add_model_options, size_type
 
-BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt",)}
+BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}
 
 
 def backend_spec(text: str) -> tuple[str, dict[str, bool]]:
@@ -48,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-size", type=size_type, default=(480, 640), metavar="HxW",
                    help="depth frame size (default 480x640, the size of the shared real frames)")
     p.add_argument("--iters", type=int, default=50, help="timed calls per measurement (default 50)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before each block (default 10)")
+    p.add_argument("--rounds", type=int, default=1, help="cycle the backends' blocks this many times and pool "
+                   "them (default 1)")
     p.add_argument("--threads", type=int, default=0, help="torch and ORT intra-op threads (default: all cores)")
     p.add_argument("--json", default=None, help="also write the results here")
 
@@ -70,54 +74,69 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _bench_one(args: argparse.Namespace, name: str, flags: dict[str, bool], depth: Any) -> dict[str, Any]:
-    import torch
+class _Contender:
+    """One backend under test: its encoder and its pooled timings."""
 
-    from ..encoder import Encoder
+    def __init__(self, args: argparse.Namespace, name: str, flags: dict[str, bool], depth: Any) -> None:
+        import torch
 
-    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+        from ..encoder import Encoder
 
-    def sync() -> None:
-        if cuda:
+        self.args, self.cuda = args, args.device.startswith("cuda") and torch.cuda.is_available()
+        opts: dict[str, Any] = dict(flags)
+        if name == "onnxruntime":
+            opts["threads"], opts["spin"] = args.threads, not opts.pop("nospin", False)
+        rss0 = _rss_mib()
+        torch.manual_seed(0)  # the same random weights for every backend
+        self.enc = enc = Encoder(args.model, weights=args.weights, backend=name, device=args.device,
+                                 input_size=args.size, precision=args.precision, dense_level=args.dense_level, **opts)
+        self.rss_mib = _rss_mib() - rss0
+        self.d = d = enc.to_device(depth)
+        be = enc.backend
+        if getattr(be, "takes_depth", False):
+            self.preprocess = lambda: be.normalize(d)
+        else:
+            self.preprocess = lambda: enc.preprocess(d)
+        x = self.preprocess()
+        self.infer = lambda: be.run(x)
+        self.label = f"{name}{':' + '+'.join(flags) if flags else ''}"
+        self.times: dict[str, list[np.ndarray]] = {"preprocess": [], "inference": [], "end_to_end": []}
+        self.load: list[float] = []
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
             torch.cuda.synchronize()
 
-    opts: dict[str, Any] = dict(flags)
-    if name == "onnxruntime":
-        opts["threads"] = args.threads
-    rss0 = _rss_mib()
-    torch.manual_seed(0)  # the same random weights for every backend
-    enc = Encoder(args.model, weights=args.weights, backend=name, device=args.device, input_size=args.size,
-                  precision=args.precision, dense_level=args.dense_level, **opts)
-    d = enc.to_device(depth)
-    be = enc.backend
-    if getattr(be, "takes_depth", False):
-        preprocess = lambda: be.normalize(d)  # noqa: E731
-    else:
-        preprocess = lambda: enc.preprocess(d)  # noqa: E731
-    x = preprocess()
-    label = f"{name}{':' + '+'.join(flags) if flags else ''}"
-    for _ in range(args.warmup):
-        enc.encode(d)
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times = {
-        "preprocess": _timed(preprocess, args.iters, sync, f"{label} preprocess"),
-        "inference": _timed(lambda: be.run(x), args.iters, sync, f"{label} inference"),
-        "end_to_end": _timed(lambda: enc.encode(d), args.iters, sync, f"{label} encode"),
-    }
-    out = enc.encode(d)
-    res: dict[str, Any] = {"backend": label, "info": enc.info, "load_avg_1min_after": os.getloadavg()[0]}
-    for k, v in times.items():
-        res[k] = {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))}
-    res["throughput_fps"] = args.batch * 1e3 / res["end_to_end"]["median_ms"]
-    res["rss_growth_mib"] = _rss_mib() - rss0
-    if cuda:
-        free, total = torch.cuda.mem_get_info()
-        res["gpu_used_mib"] = (total - free) / 2**20  # device-wide: ORT's arena is invisible to torch's counters
-        res["torch_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    res["_out"] = (out.cls.float().cpu(), out.dense.float().cpu())
-    return res
+    def block(self) -> None:
+        """Warm up, then time preprocessing, inference and the whole encode, in that order."""
+        a, enc = self.args, self.enc
+        for _ in range(a.warmup):
+            enc.encode(self.d)
+        self.sync()
+        for key, fn in (("preprocess", self.preprocess), ("inference", self.infer),
+                        ("end_to_end", lambda: enc.encode(self.d))):
+            self.times[key].append(_timed(fn, a.iters, self.sync, f"{self.label} {key}"))
+        self.load.append(os.getloadavg()[0])
+
+    def result(self) -> dict[str, Any]:
+        import torch
+
+        out = self.enc.encode(self.d)
+        res: dict[str, Any] = {"backend": self.label, "info": self.enc.info, "load_avg_1min_after": max(self.load)}
+        for k, blocks in self.times.items():
+            v = np.concatenate(blocks)
+            res[k] = {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
+                      "block_medians_ms": [float(np.median(b)) for b in blocks]}
+        res["throughput_fps"] = self.args.batch * 1e3 / res["end_to_end"]["median_ms"]
+        res["rss_growth_mib"] = self.rss_mib
+        if self.cuda:
+            free, total = torch.cuda.mem_get_info()
+            res["gpu_used_mib"] = (total - free) / 2**20  # device-wide: ORT's arena is invisible to torch's counters
+            res["torch_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        res["_out"] = (out.cls.float().cpu(), out.dense.float().cpu())
+        return res
 
 
 def _versions() -> dict[str, str]:
@@ -146,23 +165,26 @@ def main(args: argparse.Namespace) -> int:
 
     from ..backends.export import check_frames
 
-    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
-        raise CliError("--batch and --iters must be >= 1, --warmup >= 0")
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0 or args.rounds < 1:
+        raise CliError("--batch, --iters and --rounds must be >= 1, --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     depth, names = check_frames(args.camera_size, args.batch)
     versions = _versions()
     print(f"defm-ros bench: {args.model} {args.size[0]}x{args.size[1]}, batch {args.batch}, "
           f"{args.camera_size[0]}x{args.camera_size[1]} depth, device {args.device}, {args.precision}, "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+          f"torch threads {torch.get_num_threads()}, {args.rounds} round(s), load average {os.getloadavg()[0]:.2f}")
     print("  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"  frames: {', '.join(sorted(set(names)))}")
-    results = []
-    for name, flags in args.backends:
-        results.append(_bench_one(args, name, flags, depth))
-        gc.collect()  # the previous backend's memory and threads are gone before the next block
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    contenders = [_Contender(args, name, flags, depth) for name, flags in args.backends]
+    for _ in range(args.rounds):
+        for c in contenders:
+            c.block()
+            gc.collect()
+    results = [c.result() for c in contenders]
+    del contenders
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     base = results[0]
     head = (f"{'backend':<26} {'preproc ms':>11} {'infer ms':>10} {'e2e ms':>8} {'e2e p95':>8} {'fps':>7} "
             f"{'speedup':>8} {'max|d|':>9}")
@@ -179,8 +201,10 @@ def main(args: argparse.Namespace) -> int:
         if "gpu_used_mib" in r:
             mem += f", GPU used {r['gpu_used_mib']:.0f} MiB (torch peak {r['torch_peak_mib']:.0f})"
         info = r["info"]
+        rounds = "" if args.rounds == 1 else ", e2e block medians " + " ".join(
+            f"{m:.1f}" for m in r["end_to_end"]["block_medians_ms"])
         print(f"  {r['backend']}: device {info['device']}, providers {info['providers'] or '-'}, {mem}, "
-              f"load average {r['load_avg_1min_after']:.2f} after its block")
+              f"load average up to {r['load_avg_1min_after']:.2f}{rounds}")
         for w in info["warnings"]:
             print(f"    WARNING {w}")
     if args.json:
