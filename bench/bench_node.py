@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -170,11 +171,20 @@ def match(rig: Rig, sent: dict[str, list[int]], inputs: list[str], outputs: list
                      "lat_ms": np.array(lat) * 1e3}])
 
 
-def overhead(rig: Rig, model: str, size: int, rounds: int, seconds: float) -> tuple[dict, list[float]]:
+def overhead(rig: Rig, model: str, size: int, rounds: int, seconds: float) -> tuple[dict, list[float], float]:
     """The 5 Hz block, `rounds` times against one running node, each bracketed by standalone encode
-    timings taken while the node idles (the VM's speed drifts by +-20 % within minutes)."""
+    timings taken while the node idles (the VM's speed drifts by +-20 % within minutes). Also returns
+    the node's own median inference time (its diagnostics), which drifts with the node's latency."""
     timer = EncodeTimer(model, size)
     enc_ms, blocks = [timer()], []
+    diag: dict[str, str] = {}
+
+    def on_diag(arr: DiagnosticArray) -> None:
+        for st in arr.status:
+            if st.name.endswith("/o5/depth"):
+                diag.update({kv.key: kv.value for kv in st.values})
+
+    sub = rig.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     procs = [launch(ours(model, size, "/o5/depth"))]
     out = "/defm_node/features/dense"
     rig.listen(out)
@@ -184,9 +194,11 @@ def overhead(rig: Rig, model: str, size: int, rounds: int, seconds: float) -> tu
             sent = rig.stream(["/o5/depth"], 5.0, seconds, 2.0, [out])
             blocks.append(match(rig, sent, ["/o5/depth"], [out], seconds))
             enc_ms.append(timer())
+        time.sleep(1.5)  # one more diagnostics period
     finally:
         stop(procs)
-    return summary(blocks), enc_ms
+        rig.node.destroy_subscription(sub)
+    return summary(blocks), enc_ms, float(diag.get("inference_ms_median", "nan"))
 
 
 def summary(blocks: list[dict]) -> dict:
@@ -249,10 +261,12 @@ def main() -> int:
               f"rate ours/baseline {o['rate'] / max(b['rate'], 1e-9):.2f}x, "
               f"p95 / (1.25 x (encode + period) = {bound:.0f} ms) {o['p95'] / bound:.2f}")
     m = args.models[0]
-    slow, enc = overhead(rig, m, args.size, max(args.rounds, 2), max(args.seconds, 6.0))
+    slow, enc, infer = overhead(rig, m, args.size, max(args.rounds, 2), max(args.seconds, 6.0))
     print(row(f"{m} defm_node at 5 Hz", slow))
     print(f"  -> node overhead (median latency / median encode): {slow['median'] / np.median(enc):.2f} "
           f"(standalone encode between the blocks: {', '.join(f'{e:.1f}' for e in enc)} ms)")
+    print(f"  -> median latency / the node's own median inference ({infer:.1f} ms, its diagnostics): "
+          f"{slow['median'] / infer:.2f}")
     if not (args.skip_multi or args.only_overhead):
         cams = [f"/c{i}" for i in range(4)]
         one = measure(rig, [ours(m, args.size, "/unused", extra=[

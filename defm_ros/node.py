@@ -179,6 +179,7 @@ class DefmNode(Node):
         self.gates = [InferenceGate() for _ in self.inputs]
         self.sequences = [SequenceGaps() for _ in self.inputs]
         self.batch_sizes: deque[int] = deque(maxlen=256)
+        self.inference_s: deque[float] = deque(maxlen=256)  # per batch: Encoder.encode to numpy
         self.stats = [StreamStats() for _ in self.inputs]
         self.subs: list = [None] * len(self.inputs)
         self.sub_reliability: list = [None] * len(self.inputs)
@@ -297,8 +298,10 @@ class DefmNode(Node):
         try:
             if self._fail_frame_id is not None and any(f.msg.header.frame_id == self._fail_frame_id for f, _ in group):
                 raise RuntimeError(f"injected fault ({FAULT_ENV}={self._fail_frame_id})")
+            start = time.perf_counter()
             feats = self.encoder.encode(np.stack([d for _, d in group]))
             cls, dense = feats.numpy()
+            self.inference_s.append(time.perf_counter() - start)
         except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
             for f, _ in group:
                 self.stats[f.camera].errors += 1
@@ -344,6 +347,7 @@ class DefmNode(Node):
                 level, message = max(level, DiagnosticStatus.WARN), message + "; RANDOM WEIGHTS"
             recv_med, recv_p95 = s.percentiles(s.latency_recv)
             stamp_med, stamp_p95 = s.percentiles(s.latency_stamp)
+            infer_med, infer_p95 = s.percentiles(self.inference_s)
             values = {
                 "input_rate_hz": f"{s.rate(s.received, now):.2f}",
                 "output_rate_hz": f"{s.rate(s.published, now):.2f}",
@@ -351,6 +355,8 @@ class DefmNode(Node):
                 "latency_receive_to_publish_ms_p95": f"{recv_p95 * 1e3:.1f}",
                 "latency_stamp_to_publish_ms_median": f"{stamp_med * 1e3:.1f}",
                 "latency_stamp_to_publish_ms_p95": f"{stamp_p95 * 1e3:.1f}",
+                "inference_ms_median": f"{infer_med * 1e3:.1f}",  # all cameras' batches
+                "inference_ms_p95": f"{infer_p95 * 1e3:.1f}",
                 "received_frames": str(s.total_in),
                 "dropped_frames": str(self.frames.dropped[i] + self.sequences[i].dropped),
                 "dropped_frames_in_dds": str(self.sequences[i].dropped),  # never taken: arrived during inference

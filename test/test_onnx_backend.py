@@ -152,7 +152,8 @@ def test_bench_compares_backends_side_by_side(capsys, tmp_path):
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     args = p.parse_args(["-m", "defm_regnet_y_400mf", "--iters", "3", "--warmup", "1", "--size", "64",
-                         "--json", str(tmp_path / "b.json"), "--rounds", "2", "-b", "torch", "torch:channels_last", "onnxruntime:nospin"])
+                         "--json", str(tmp_path / "b.json"), "--rounds", "2",
+                         "-b", "torch", "torch:channels_last", "onnxruntime:nospin"])
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "speedup" in out and "CPUExecutionProvider" in out
