@@ -222,6 +222,9 @@ def row(label: str, r: dict) -> str:
             f"{r['median']:>9.1f}{r['p95']:>9.1f}")
 
 
+PARTS = ("rates", "overhead", "multi")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["defm_resnet18", "defm_vit_s14"])
@@ -229,13 +232,14 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--rounds", type=int, default=2, help="alternate each model's node blocks this many times")
-    ap.add_argument("--skip-multi", action="store_true")
-    ap.add_argument("--only-overhead", action="store_true", help="just the 5 Hz node-overhead block")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="which measurements (default: all): rates = both nodes at --rate for each model, "
+                    "overhead = the 5 Hz block, multi = four cameras")
     args = ap.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     # The simulated camera uses the shipped large-data profile, as a driver started by defm.launch.py does.
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_data.xml"))
-    enc_ms = {m: EncodeTimer(m, args.size)() for m in ([] if args.only_overhead else args.models)}
+    enc_ms = {m: EncodeTimer(m, args.size)() for m in (args.models if "rates" in args.parts else [])}
     rclpy.init()
     node = rclpy.create_node("bench_rig")
     ex = SingleThreadedExecutor()
@@ -246,7 +250,7 @@ def main() -> int:
           f"{os.cpu_count()} CPUs; sizes {args.size}")
     print(f"{'':<34}{'frames out':>11}{'':>7}{'rate':>11}{'median':>9}{'p95 ms':>9}")
     period = 1e3 / args.rate
-    for m in [] if args.only_overhead else args.models:
+    for m in args.models if "rates" in args.parts else []:
         blocks: dict[str, list[dict]] = {"b": [], "b1": [], "o": []}
         for _ in range(args.rounds):
             blocks["b"].append(measure(rig, [baseline(m, args.size, "/bb/depth")], ["/bb/depth"],
@@ -267,25 +271,32 @@ def main() -> int:
               f"rate ours/baseline {o['rate'] / max(b['rate'], 1e-9):.2f}x, "
               f"p95 / (1.25 x (encode + period) = {bound:.0f} ms) {o['p95'] / bound:.2f}")
     m = args.models[0]
-    slow, enc, paced, infer = overhead(rig, m, args.size, max(args.rounds, 2), max(args.seconds, 6.0))
-    print(row(f"{m} defm_node at 5 Hz", slow))
-    print(f"  -> node overhead (median latency / median encode at 5 Hz): {slow['median'] / np.median(paced):.2f} "
-          f"(standalone encode between the blocks, one call per 200 ms: {', '.join(f'{e:.1f}' for e in paced)} ms)")
-    print(f"  -> against back-to-back encode: {slow['median'] / np.median(enc):.2f} "
-          f"({', '.join(f'{e:.1f}' for e in enc)} ms)")
-    print(f"  -> median latency / the node's own median inference ({infer:.1f} ms, its diagnostics): "
-          f"{slow['median'] / infer:.2f}")
-    if not (args.skip_multi or args.only_overhead):
+    if "overhead" in args.parts:
+        slow, enc, paced, infer = overhead(rig, m, args.size, max(args.rounds, 2), max(args.seconds, 6.0))
+        print(row(f"{m} defm_node at 5 Hz", slow))
+        print(f"  -> node overhead (median latency / median encode at 5 Hz): {slow['median'] / np.median(paced):.2f}"
+              f" (standalone encode between the blocks, one call per 200 ms: {', '.join(f'{e:.1f}' for e in paced)}"
+              " ms)")
+        print(f"  -> against back-to-back encode: {slow['median'] / np.median(enc):.2f} "
+              f"({', '.join(f'{e:.1f}' for e in enc)} ms)")
+        print(f"  -> median latency / the node's own median inference ({infer:.1f} ms, its diagnostics): "
+              f"{slow['median'] / infer:.2f}")
+    if "multi" in args.parts:
         cams = [f"/c{i}" for i in range(4)]
         one = measure(rig, [ours(m, args.size, "/unused", extra=[
             "-p", "cameras:=[" + ",".join(f"'{c}'" for c in cams) + "]", "-p", "batch_window_ms:=10.0"])],
             [f"{c}/depth" for c in cams], [f"{c}/features/dense" for c in cams], 15.0, args.seconds)
-        four = measure(rig, [ours(m, args.size, f"{c}/depth", name=f"defm_node{i}") for i, c in enumerate(cams)],
-                       [f"{c}/depth" for c in cams], [f"/defm_node{i}/features/dense" for i in range(4)], 15.0,
-                       args.seconds)
+        fours = {}
+        for threads in (0, 1):  # four 2-thread OpenMP pools on two cores collapse; one thread each is fairer
+            fours[threads] = measure(
+                rig, [ours(m, args.size, f"{c}/depth", name=f"defm_node{i}", extra=["-p", f"threads:={threads}"])
+                      for i, c in enumerate(cams)],
+                [f"{c}/depth" for c in cams], [f"/defm_node{i}/features/dense" for i in range(4)], 15.0, args.seconds)
         print(row(f"{m} 4 cams x 15 Hz, one batched node", one))
-        print(row(f"{m} 4 cams x 15 Hz, four nodes", four))
-        print(f"  -> total output rate, batched / four nodes: {one['rate'] / max(four['rate'], 1e-9):.2f}x")
+        print(row(f"{m} 4 cams x 15 Hz, four nodes", fours[0]))
+        print(row(f"{m} 4 cams x 15 Hz, four nodes, threads:=1", fours[1]))
+        best = max(f["rate"] for f in fours.values())
+        print(f"  -> total output rate, batched / the better four-node setup: {one['rate'] / max(best, 1e-9):.2f}x")
     ex.shutdown()
     node.destroy_node()
     rclpy.shutdown()
