@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
+
 CAMERA_PRESETS = {"realsense": "realsense.yaml", "zed": "zed.yaml", "custom": None}
-PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
 @dataclass
@@ -45,7 +46,7 @@ def node_launch(
         overrides["depth_topic"] = depth_topic
     params.append(overrides)
     env = {}
-    profile = share / "config" / "fastdds_large_data.xml"
-    if large_data_profile and not environ.get(PROFILE_ENV) and profile.is_file():
+    profile = share / PROFILE_FILE
+    if large_data_profile and not user_profile_set(environ) and profile.is_file():
         env[PROFILE_ENV] = str(profile)
     return NodeLaunch(namespace=namespace, parameters=params, env=env)

@@ -16,10 +16,9 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import CallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -30,74 +29,18 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from .dds_profile import apply_large_data_profile
 from .depth_codecs import DepthDecodeError, decode_depth
 from .features import to_msg
+from .node_params import PARAMS, RUNTIME, check_value, descriptor
 from .pipeline import LatestFrames, SequenceGaps, StreamStats, group_by_shape
 
-PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 # Testing aid (never set on a robot): inference raises for frames whose header.frame_id equals this
 # value, so that the failure path (failed_frames, the next frame still works) is exercised live.
 FAULT_ENV = "DEFM_ROS_FAIL_FRAME_ID"
 # rclpy >= Iron hands subscription callbacks the message info (publication sequence numbers); Humble does not.
 MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
-
-# name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
-PARAMS = {
-    "model": ("defm_resnet18", "DeFM variant (see `defm-ros info`)", None),
-    "weights": ("", "checkpoint .pth / exported .onnx; empty: models/, HF cache, Hub; 'random' for smoke tests", None),
-    "backend": ("torch", "inference backend", ("torch", "onnxruntime")),
-    "device": ("cpu", "cpu, cuda or cuda:N; preprocessing runs there too", None),
-    "precision": ("fp32", "compute precision", ("fp32", "fp16", "bf16")),
-    "input_size": ([224, 224], "[H, W] the depth image is resized to", None),
-    "dense_level": ("P4", "BiFPN level for CNN dense maps (stride 8/16/32)", ("P3", "P4", "P5")),
-    "depth_mode": ("metric", "metric depth, or relative (monocular estimates)", ("metric", "relative")),
-    "depth_scale": (0.001, "metres per unit of 16-bit depth (RealSense: 0.001)", (1e-6, 1.0)),
-    "depth_topic": ("~/depth", "single-camera input topic (remappable)", None),
-    "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic>", None),
-    "camera_depth_topic": ("depth", "input topic inside each camera namespace", None),
-    "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth", ("raw", "compressedDepth")),
-    "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers",
-                        ("auto", "reliable", "best_effort")),
-    "threads": (0, "torch CPU threads for inference; 0: torch's default (one per core). 1 stays steady when "
-                "other processes share the cores", (0, 256)),
-    "output_dtype": ("float32", "feature message precision (32FC<C> or 16FC<C>)", ("float32", "float16")),
-    "publish_pca": (False, "also publish ~/features/pca (rgb8) for RViz/Foxglove", None),
-    "batch_window_ms": (5.0, "multi-camera: wait this long for the other cameras' frames", (0.0, 200.0)),
-    "stale_warn_s": (1.0, "diagnostics WARN after this long without input", (0.01, 3600.0)),
-    "stale_error_s": (5.0, "diagnostics ERROR after this long without input", (0.01, 3600.0)),
-}
-RUNTIME = {"depth_scale", "publish_pca", "batch_window_ms", "stale_warn_s", "stale_error_s"}
-
-
-def _descriptor(name: str) -> ParameterDescriptor:
-    default, text, constraint = PARAMS[name]
-    d = ParameterDescriptor(description=text, read_only=name not in RUNTIME)
-    if isinstance(constraint, tuple) and isinstance(constraint[0], str):
-        d.additional_constraints = "one of: " + ", ".join(constraint)
-    elif isinstance(constraint, tuple) and isinstance(default, float):
-        d.floating_point_range = [FloatingPointRange(from_value=constraint[0], to_value=constraint[1])]
-    elif isinstance(constraint, tuple):
-        d.integer_range = [IntegerRange(from_value=constraint[0], to_value=constraint[1], step=1)]
-    return d
-
-
-def check_value(name: str, value) -> str | None:
-    """Why `value` is invalid for parameter `name`, or None when it is fine."""
-    constraint = PARAMS[name][2]
-    if isinstance(constraint, tuple) and isinstance(constraint[0], str) and value not in constraint:
-        return f"{name} must be one of {list(constraint)}, got {value!r}"
-    if name == "input_size" and (len(value) != 2 or min(value) < 32 or max(value) > 4096):
-        return f"input_size must be [H, W] with 32 <= H, W <= 4096, got {list(value)}"
-    if name == "model":
-        from .models import MODELS
-
-        if value not in MODELS:
-            return f"model must be one of {list(MODELS)}, got {value!r}"
-    if name == "device" and not (value == "cpu" or value == "cuda" or value.startswith("cuda:")):
-        return f"device must be cpu, cuda or cuda:N, got {value!r}"
-    return None
-
 
 class InferenceGate(CallbackGroup):
     """One camera's depth subscription group, closed while the node runs inference.
@@ -126,7 +69,7 @@ class DefmNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("defm_node", **kwargs)
         for name, (default, _, _) in PARAMS.items():
-            self.declare_parameter(name, default, _descriptor(name))
+            self.declare_parameter(name, default, descriptor(name))
         p = {name: self.get_parameter(name).value for name in PARAMS}
         problems = [msg for name, value in p.items() if (msg := check_value(name, value))]
         if p["stale_warn_s"] >= p["stale_error_s"]:
@@ -382,31 +325,6 @@ class DefmNode(Node):
     def shutdown(self) -> None:
         self._stop.set()
         self.frames.wake()
-
-
-def large_data_profile() -> Path | None:
-    """The shipped Fast DDS large-data profile (config/fastdds_large_data.xml), installed or in-tree."""
-    here = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_data.xml"
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory("defm_ros")) / "config" / "fastdds_large_data.xml"
-        return shared if shared.is_file() else None
-    except Exception:
-        return None
-
-
-def apply_large_data_profile(environ: dict = os.environ) -> str | None:
-    """Use the large-data profile for this process's DDS participant unless the user chose one."""
-    if environ.get(PROFILE_ENV) or environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return None
-    profile = large_data_profile()
-    if profile is not None:
-        environ[PROFILE_ENV] = str(profile)
-        return str(profile)
-    return None
 
 
 def main(args: list[str] | None = None) -> int:

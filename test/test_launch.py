@@ -31,8 +31,20 @@ def test_user_profile_and_custom_camera_are_respected():
         node_launch(ROOT, camera="kinect")
 
 
+def test_a_user_profile_under_either_name_wins_in_launch_and_node():
+    from defm_ros.dds_profile import apply_large_data_profile
+
+    for name in (PROFILE_ENV, "FASTDDS_DEFAULT_PROFILES_FILE"):  # Fast DDS 2.x and 3.x spellings
+        assert node_launch(ROOT, environ={name: "/etc/mine.xml"}).env == {}
+        environ = {name: "/etc/mine.xml"}
+        assert apply_large_data_profile(environ) is None and environ == {name: "/etc/mine.xml"}
+    environ: dict = {}
+    assert apply_large_data_profile(environ) == str(ROOT / "config" / "fastdds_large_data.xml")
+    assert environ == {PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")}
+
+
 def test_preset_values_pass_the_nodes_validation():
-    from defm_ros.node import PARAMS, check_value
+    from defm_ros.node_params import PARAMS, check_value
 
     for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml"):
         params = yaml.safe_load((ROOT / "config" / f).read_text())["/**"]["ros__parameters"]
