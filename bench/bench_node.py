@@ -77,7 +77,11 @@ class Rig:
         self.arrivals: dict[str, dict[int, float]] = {}
 
     def listen(self, topic: str) -> None:
-        box = self.arrivals.setdefault(topic, {})
+        """Record arrivals on `topic`; one subscription per topic however often blocks reuse it (a second
+        one would overwrite each arrival with its own, later, time)."""
+        if topic in self.arrivals:
+            return
+        box = self.arrivals[topic] = {}
 
         def cb(msg: Image) -> None:
             now = time.time()
