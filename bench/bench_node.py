@@ -6,9 +6,10 @@ file), stamped with the wall clock; outputs are matched to inputs by stamp.
 Reported per model and node: fraction of frames out, output rate, median / p95 stamp->output
 latency, and the goals of issue 9 as ratios. Each configuration runs in its own block; with
 --rounds N the blocks of one model alternate N times and are pooled, so that the VM's drift (+-20 %
-over minutes) falls on both nodes alike. The node-overhead blocks run against one node, with standalone
-`encode` timings taken between them while it idles; the ratio uses their median. The output rate counts
-outputs that arrived while the camera was sending.
+over minutes) falls on both nodes alike. Node overhead pairs each 5 Hz frame with a standalone `encode`
+of the same frame, timed here once the node's output has arrived and while the node idles, so the two
+sides of the ratio are taken within the same 200 ms. The output rate counts outputs that arrived while
+the camera was sending.
 
     .venv/bin/python bench/bench_node.py [--models defm_resnet18 defm_vit_s14] [--seconds 6]
 """
@@ -55,18 +56,16 @@ class EncodeTimer:
         self.enc = Encoder(model, weights="random", input_size=(size, size))
         self.depth = np.frombuffer(camera_frame().data, np.uint16).reshape(480, 640).astype(np.float32) / 1000
 
-    def __call__(self, warmup: int = 5, iters: int = 20, period: float = 0.0) -> float:
-        """Back to back, or one call per `period` seconds like frames from a camera (on this VM an
-        idle gap makes the next call slower: the vCPUs are descheduled and their caches go cold)."""
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.enc.encode(self.depth)
+        return (time.perf_counter() - t) * 1e3
+
+    def __call__(self, warmup: int = 5, iters: int = 20) -> float:
+        """Median of `iters` calls back to back, in ms."""
         for _ in range(warmup):
-            self.enc.encode(self.depth)
-        times = []
-        for _ in range(iters):
-            time.sleep(max(0.0, period - (times[-1] if times else 0.0)))
-            t = time.perf_counter()
-            self.enc.encode(self.depth)
-            times.append(time.perf_counter() - t)
-        return float(np.median(times)) * 1e3
+            self.once()
+        return float(np.median([self.once() for _ in range(iters)]))
 
 
 class Rig:
@@ -75,6 +74,7 @@ class Rig:
     def __init__(self, node) -> None:
         self.node = node
         self.arrivals: dict[str, dict[int, float]] = {}
+        self.arrived = threading.Condition()
 
     def listen(self, topic: str) -> None:
         """Record arrivals on `topic`; one subscription per topic however often blocks reuse it (a second
@@ -85,19 +85,36 @@ class Rig:
 
         def cb(msg: Image) -> None:
             now = time.time()
-            box[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+            with self.arrived:
+                box[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+                self.arrived.notify_all()
 
         self.node.create_subscription(Image, topic, cb, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
 
-    def stream(self, topics: list[str], rate: float, seconds: float, warmup: float,
-               outputs: list[str]) -> dict[str, list[int]]:
-        """Publish until every output topic has produced (model loaded and warm), then `warmup` more
-        seconds, then measure for `seconds`."""
+    def camera(self, topics: list[str]) -> list:
+        """Reliable publishers, once each topic has a subscriber (the node is up)."""
         pubs = [self.node.create_publisher(Image, t, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
                 for t in topics]
         deadline = time.monotonic() + 60
         while any(p.get_subscription_count() == 0 for p in pubs) and time.monotonic() < deadline:
             time.sleep(0.1)
+        return pubs
+
+    def send(self, pub, frame: Image) -> int:
+        now = time.time_ns()
+        frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(now, 10**9)
+        pub.publish(frame)
+        return now
+
+    def wait(self, topic: str, stamp: int, timeout: float) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: stamp in self.arrivals[topic], timeout)
+
+    def stream(self, topics: list[str], rate: float, seconds: float, warmup: float,
+               outputs: list[str]) -> dict[str, list[int]]:
+        """Publish until every output topic has produced (model loaded and warm), then `warmup` more
+        seconds, then measure for `seconds`."""
+        pubs = self.camera(topics)
         frame = camera_frame()
         sent: dict[str, list[int]] = {t: [] for t in topics}
         start = time.monotonic()
@@ -109,9 +126,7 @@ class Rig:
             if measure_from is None and time.monotonic() - start > 120:
                 raise RuntimeError(f"no output on {outputs} after 120 s")
             for t, pub in zip(topics, pubs, strict=True):
-                now = time.time_ns()
-                frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(now, 10**9)
-                pub.publish(frame)
+                now = self.send(pub, frame)
                 if measure_from is not None and time.monotonic() >= measure_from:
                     sent[t].append(now)
             k += 1
@@ -178,14 +193,14 @@ def match(rig: Rig, sent: dict[str, list[int]], inputs: list[str], outputs: list
                      "lat_ms": np.array(lat) * 1e3}])
 
 
-def overhead(rig: Rig, model: str, size: int, rounds: int,
-             seconds: float) -> tuple[dict, list[float], list[float], float]:
-    """The 5 Hz block, `rounds` times against one running node, each bracketed by standalone encode
-    timings taken while the node idles (the VM's speed drifts by +-20 % within minutes): back to back,
-    and paced at 5 Hz like the node's input. Also returns the node's own median inference time (its
-    diagnostics), which drifts with the node's latency."""
+def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) -> dict:
+    """Node overhead at 5 Hz, frame by frame: each frame goes to the node; once its output has arrived
+    (or after 1 s) and `gap` seconds have passed (so that neither side's OpenMP threads still spin), the
+    same frame is encoded here, then the next frame waits for its 200 ms tick. The VM's speed drifts by
+    +-20 % within minutes; pairing each latency with an encode taken within the same 200 ms cancels that,
+    where blocks of each side taken minutes apart did not (1.04-1.27 in session 2)."""
     timer = EncodeTimer(model, size)
-    enc_ms, paced_ms, blocks = [timer()], [timer(period=0.2)], []
+    timer(iters=1)
     diag: dict[str, str] = {}
 
     def on_diag(arr: DiagnosticArray) -> None:
@@ -194,21 +209,38 @@ def overhead(rig: Rig, model: str, size: int, rounds: int,
                 diag.update({kv.key: kv.value for kv in st.values})
 
     sub = rig.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    procs = [launch(ours(model, size, "/o5/depth"))]
     out = "/defm_node/features/dense"
     rig.listen(out)
+    procs = [launch(ours(model, size, "/o5/depth"))]
+    lat, enc = [], []
     try:
-        for _ in range(rounds):
-            rig.arrivals[out].clear()
-            sent = rig.stream(["/o5/depth"], 5.0, seconds, 2.0, [out])
-            blocks.append(match(rig, sent, ["/o5/depth"], [out], seconds))
-            enc_ms.append(timer())
-            paced_ms.append(timer(period=0.2))
+        pub = rig.camera(["/o5/depth"])[0]
+        frame = camera_frame()
+        warm = time.monotonic() + 120
+        while not rig.wait(out, rig.send(pub, frame), 0.2):  # the model loads and warms up
+            if time.monotonic() > warm:
+                raise RuntimeError(f"no output on {out} after 120 s")
+        start = time.monotonic()
+        for k in range(frames + 10):  # the first 10 pairs warm both sides at this pace
+            if k == 10:
+                start = time.monotonic()
+            tick = time.monotonic()
+            stamp = rig.send(pub, frame)
+            if not rig.wait(out, stamp, 1.0):
+                continue
+            time.sleep(gap)
+            if k >= 10:
+                lat.append(rig.arrivals[out][stamp] * 1e3 - stamp / 1e6)
+                enc.append(timer.once())
+            time.sleep(max(gap, tick + 0.2 - time.monotonic()))  # a slow model stretches the period
+        rate = frames / (time.monotonic() - start)
         time.sleep(1.5)  # one more diagnostics period
     finally:
         stop(procs)
         rig.node.destroy_subscription(sub)
-    return summary(blocks), enc_ms, paced_ms, float(diag.get("inference_ms_median", "nan"))
+    lat_a, enc_a = np.array(lat), np.array(enc)
+    return {"frames": frames, "out": len(lat), "lat": lat_a, "enc": enc_a,
+            "infer": float(diag.get("inference_ms_median", "nan")), "rate": rate}
 
 
 def summary(blocks: list[dict]) -> dict:
@@ -236,9 +268,10 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--rounds", type=int, default=2, help="alternate each model's node blocks this many times")
+    ap.add_argument("--frames", type=int, default=90, help="frames in the 5 Hz overhead part")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                     help="which measurements (default: all): rates = both nodes at --rate for each model, "
-                    "overhead = the 5 Hz block, multi = four cameras")
+                    "overhead = the 5 Hz frame-by-frame pairs, multi = four cameras")
     args = ap.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     # The simulated camera uses the shipped large-data profile, as a driver started by defm.launch.py does.
@@ -274,17 +307,20 @@ def main() -> int:
         print(f"  -> frames out {100 * o['frac']:.1f}%, p95 ours/baseline {o['p95'] / b['p95']:.2f}x, "
               f"rate ours/baseline {o['rate'] / max(b['rate'], 1e-9):.2f}x, "
               f"p95 / (1.25 x (encode + period) = {bound:.0f} ms) {o['p95'] / bound:.2f}")
+    for m in args.models if "overhead" in args.parts else []:
+        o = overhead(rig, m, args.size, args.frames)
+        lat, enc = o["lat"], o["enc"]
+        print(f"{m} defm_node at 5 Hz ({o['rate']:.1f} Hz sent): {o['out']}/{o['frames']} frames out, latency median "
+              f"{np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f}; the same frames' encode here median "
+              f"{np.median(enc):.1f} ms")
+        thirds = ", ".join(f"{np.median(a) / np.median(b):.2f}"
+                           for a, b in zip(np.array_split(lat, 3), np.array_split(enc, 3), strict=True))
+        ratio = np.median(lat) / np.median(enc)
+        print(f"  -> node overhead (median latency / median encode, paired frames): {ratio:.2f}"
+              f" (by thirds of the run: {thirds}; median of per-frame ratios {np.median(lat / enc):.2f})")
+        print(f"  -> median latency / the node's own median inference ({o['infer']:.1f} ms, its diagnostics): "
+              f"{np.median(lat) / o['infer']:.2f}")
     m = args.models[0]
-    if "overhead" in args.parts:
-        slow, enc, paced, infer = overhead(rig, m, args.size, max(args.rounds, 2), max(args.seconds, 6.0))
-        print(row(f"{m} defm_node at 5 Hz", slow))
-        print(f"  -> node overhead (median latency / median encode at 5 Hz): {slow['median'] / np.median(paced):.2f}"
-              f" (standalone encode between the blocks, one call per 200 ms: {', '.join(f'{e:.1f}' for e in paced)}"
-              " ms)")
-        print(f"  -> against back-to-back encode: {slow['median'] / np.median(enc):.2f} "
-              f"({', '.join(f'{e:.1f}' for e in enc)} ms)")
-        print(f"  -> median latency / the node's own median inference ({infer:.1f} ms, its diagnostics): "
-              f"{slow['median'] / infer:.2f}")
     if "multi" in args.parts:
         cams = [f"/c{i}" for i in range(4)]
         one = measure(rig, [ours(m, args.size, "/unused", extra=[
