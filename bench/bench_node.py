@@ -196,8 +196,8 @@ def match(rig: Rig, sent: dict[str, list[int]], inputs: list[str], outputs: list
 
 def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) -> dict:
     """Node overhead at 5 Hz, frame by frame: each frame goes to the node; once its output has arrived
-    (or after 1 s) and `gap` seconds have passed (so that neither side's OpenMP threads still spin), the
-    same frame is encoded here, then the next frame waits for its 200 ms tick. The VM's speed drifts by
+    (or after 1 s), and at least `gap` seconds later (so that neither side's OpenMP threads still spin),
+    the same frame is encoded here, then the next frame waits for its 200 ms tick. The VM's speed drifts by
     +-20 % within minutes; pairing each latency with an encode taken within the same 200 ms cancels that,
     where blocks of each side taken minutes apart did not (1.04-1.27 in session 2)."""
     timer = EncodeTimer(model, size)
@@ -229,11 +229,16 @@ def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) ->
             stamp = rig.send(pub, frame)
             if not rig.wait(out, stamp, 1.0):
                 continue
-            time.sleep(gap)
+            arrived = time.monotonic()
+            # Both sides get the same idle time before them (on this VM a longer idle makes the next pass
+            # slower): the encode here starts half a period after the frame, the next frame as long after it.
+            time.sleep(max(gap, tick + 0.1 - arrived))
+            idle = time.monotonic() - arrived
+            e = timer.once()
             if k >= 10:
                 lat.append(rig.arrivals[out][stamp] * 1e3 - stamp / 1e6)
-                enc.append(timer.once())
-            time.sleep(max(gap, tick + 0.2 - time.monotonic()))  # a slow model stretches the period
+                enc.append(e)
+            time.sleep(max(idle, tick + 0.2 - time.monotonic()))  # a slow model stretches the period
         rate = frames / (time.monotonic() - start)
         time.sleep(1.5)  # one more diagnostics period
     finally:

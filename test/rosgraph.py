@@ -24,8 +24,9 @@ def ros_env() -> dict:
     return dict(os.environ)
 
 
-def start_node(params: dict, remaps: dict | None = None, extra_env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "defm_ros.node", "--ros-args"]
+def start_node(params: dict, remaps: dict | None = None, extra_env: dict | None = None,
+               entry: tuple[str, ...] = ("-m", "defm_ros.node")) -> subprocess.Popen:
+    cmd = [sys.executable, *entry, "--ros-args"]
     for k, v in params.items():
         if isinstance(v, list):
             v = "[" + ",".join(f"'{x}'" if isinstance(x, str) else str(x) for x in v) + "]"
