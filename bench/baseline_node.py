@@ -53,8 +53,9 @@ def main() -> int:
     ap.add_argument("--out", default="/baseline/features/dense")
     ap.add_argument("--depth", type=int, default=10, help="subscription queue depth (10: rclpy default)")
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    model = upstream_model(args.model)
+    model = upstream_model(args.model).to(args.device)
     is_vit = "vit" in args.model
     rclpy.init()
     node = rclpy.create_node("baseline_defm_node")
@@ -62,13 +63,13 @@ def main() -> int:
 
     def callback(msg: Image) -> None:
         depth = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width).astype(np.float32) / 1000.0
-        x = preprocess_depth_image(depth, target_size=args.size, patch_size=14 if is_vit else None)
+        x = preprocess_depth_image(depth, target_size=args.size, patch_size=14 if is_vit else None).to(args.device)
         with torch.no_grad():
             if is_vit:
                 ((dense, _cls),) = model.get_intermediate_layers(x, n=1, reshape=True, return_class_token=True)
             else:
                 dense = model(x)["dense_bifpn"]["P4"]
-        hwc = dense[0].permute(1, 2, 0).contiguous().numpy()
+        hwc = dense[0].permute(1, 2, 0).contiguous().cpu().numpy()
         pub.publish(Image(header=msg.header, height=hwc.shape[0], width=hwc.shape[1],
                           encoding=f"32FC{hwc.shape[2]}", step=hwc.shape[1] * hwc.shape[2] * 4, data=hwc.tobytes()))
 

@@ -38,14 +38,14 @@ sys.path.insert(0, str(ROOT))
 from defm_ros.sample_data import data_root, load_depth_png  # noqa: E402
 
 PY = sys.executable
+DEVICE = "cpu"  # where both nodes and the reference encode run (--device)
 
 
 def camera_frame() -> Image:
     root = data_root()
     raw = load_depth_png(root / "rgbd_examples" / "0" / "raw_depth.png").raw if root else \
         np.random.default_rng(0).integers(300, 8000, (480, 640), dtype=np.uint16)
-    return Image(height=480, width=640, encoding="16UC1", step=1280, data=raw.astype("<u2").tobytes(),
-)
+    return Image(height=480, width=640, encoding="16UC1", step=1280, data=raw.astype("<u2").tobytes())
 
 
 class EncodeTimer:
@@ -54,7 +54,7 @@ class EncodeTimer:
     def __init__(self, model: str, size: int) -> None:
         from defm_ros import Encoder
 
-        self.enc = Encoder(model, weights="random", input_size=(size, size))
+        self.enc = Encoder(model, weights="random", input_size=(size, size), device=DEVICE)
         self.depth = np.frombuffer(camera_frame().data, np.uint16).reshape(480, 640).astype(np.float32) / 1000
 
     def once(self) -> float:
@@ -154,12 +154,13 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def ours(model: str, size: int, remap_in: str, name: str = "defm_node", extra: list[str] = ()) -> list[str]:
     return [PY, "-m", "defm_ros.node", "--ros-args", "-r", f"__node:={name}", "-p", f"model:={model}",
-            "-p", "weights:=random", "-p", f"input_size:=[{size},{size}]", "-r", f"~/depth:={remap_in}", *extra]
+            "-p", "weights:=random", "-p", f"input_size:=[{size},{size}]", "-p", f"device:={DEVICE}",
+            "-r", f"~/depth:={remap_in}", *extra]
 
 
 def baseline(model: str, size: int, topic: str, depth: int = 10) -> list[str]:
     return [PY, str(ROOT / "bench" / "baseline_node.py"), "--model", model, "--topic", topic,
-            "--size", str(size), "--depth", str(depth)]
+            "--size", str(size), "--depth", str(depth), "--device", DEVICE]
 
 
 def measure(rig: Rig, cmds: list[list[str]], inputs: list[str], outputs: list[str], rate: float,
@@ -304,7 +305,10 @@ def main() -> int:
                     help="which measurements (default: all): rates = both nodes at --rate for each model, "
                     "keepup = both nodes with the first model at a rate it keeps up with, "
                     "overhead = the 5 Hz frame-by-frame pairs, multi = four cameras")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N], for both nodes and the reference encode")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     # The simulated camera uses the shipped large-data profile, as a driver started by defm.launch.py does.
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_data.xml"))
@@ -317,7 +321,7 @@ def main() -> int:
     threading.Thread(target=ex.spin, daemon=True).start()
     rig = Rig(node)
     print(f"640x480 16UC1 frames, reliable; rates part at {args.rate:g} Hz; {args.seconds:g} s measured after warm-up; "
-          f"{os.cpu_count()} CPUs; sizes {args.size}")
+          f"{os.cpu_count()} CPUs; sizes {args.size}; device {args.device}")
     print(f"{'':<34}{'frames out':>11}{'':>7}{'rate':>11}{'median':>9}{'p95 ms':>9}")
     for m in args.models if "rates" in args.parts else []:
         compare(rig, m, args.size, args.rate, args.seconds, args.rounds, enc_ms[m])

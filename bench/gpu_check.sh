@@ -4,7 +4,9 @@
 #      wheel, and TensorRT from pip if it installs (it may not: then the TRT rows are skipped, not faked);
 #   2. runs the gpu-marked tests;
 #   3. benches torch fp32 eager vs ONNX Runtime CUDA fp32 vs ONNX Runtime TensorRT fp16, and prints
-#      whether TensorRT fp16 reaches the target: end-to-end >= 2x torch fp32 eager.
+#      whether TensorRT fp16 reaches the target: end-to-end >= 2x torch fp32 eager;
+#   4. (issue 9) one batched defm_node for four cameras against four single-camera nodes, on the GPU,
+#      where batching should pay (on a 2-core CPU it did not: bench/RESULTS.md).
 # Usage: bash bench/gpu_check.sh [model ...]   (default: defm_resnet18 defm_efficientnet_b0 defm_vit_s14)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,3 +70,7 @@ for m in models:
     print(f"{m}: torch fp32 {base:.2f} ms, ORT CUDA fp32 {fp32['onnxruntime']['end_to_end']['median_ms']:.2f} ms, "
           f"TensorRT fp16 {ms:.2f} ms -> {base / ms:.2f}x {'PASS' if base / ms >= 2 else 'FAIL'}")
 EOF
+
+echo "== issue 9: four cameras x 15 Hz, R18 on cuda: one batched node vs four single-camera nodes"
+timeout 300 "$PY" bench/bench_node.py --parts multi --device cuda --models defm_resnet18 --seconds 6 2>&1 \
+    | grep -v "RANDOM WEIGHTS"
