@@ -18,6 +18,7 @@ runs both nodes at a rate it does keep up with (the issue's "keeping up" goal).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -67,6 +68,12 @@ class EncodeTimer:
         for _ in range(warmup):
             self.once()
         return float(np.median([self.once() for _ in range(iters)]))
+
+
+@functools.cache
+def encode_timer(model: str, size: int) -> EncodeTimer:
+    """One reference encoder per model for the whole run: the parts share it instead of each building one."""
+    return EncodeTimer(model, size)
 
 
 class Rig:
@@ -201,7 +208,7 @@ def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) ->
     the same frame is encoded here, then the next frame waits for its 200 ms tick. The VM's speed drifts by
     +-20 % within minutes; pairing each latency with an encode taken within the same 200 ms cancels that,
     where blocks of each side taken minutes apart did not (1.04-1.27 in session 2)."""
-    timer = EncodeTimer(model, size)
+    timer = encode_timer(model, size)
     timer(iters=1)
     diag: dict[str, str] = {}
 
@@ -215,6 +222,7 @@ def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) ->
     rig.listen(out)
     procs = [launch(ours(model, size, "/o5/depth"))]
     lat, enc = [], []
+    pub = None
     try:
         pub = rig.camera(["/o5/depth"])[0]
         frame = camera_frame()
@@ -245,6 +253,8 @@ def overhead(rig: Rig, model: str, size: int, frames: int, gap: float = 0.03) ->
     finally:
         stop(procs)
         rig.node.destroy_subscription(sub)
+        if pub is not None:  # a publisher left behind would make the next model's node see two
+            rig.node.destroy_publisher(pub)
     lat_a, enc_a = np.array(lat), np.array(enc)
     return {"frames": frames, "out": len(lat), "lat": lat_a, "enc": enc_a,
             "infer": float(diag.get("inference_ms_median", "nan")), "rate": rate}
@@ -269,7 +279,7 @@ def compare(rig: Rig, m: str, size: int, rate: float, seconds: float, rounds: in
     """Both nodes (and the baseline's callback with a depth-1 queue) at `rate`, alternating `rounds` times.
     The overload bound's `encode` time is measured here right after each of our node's blocks (the
     VM's speed drifts by +-20 % within minutes, so a figure from the start of the run can be stale)."""
-    timer = EncodeTimer(m, size)
+    timer = encode_timer(m, size)
     blocks: dict[str, list[dict]] = {"b": [], "b1": [], "o": []}
     enc = []
     for _ in range(rounds):
@@ -291,6 +301,7 @@ def compare(rig: Rig, m: str, size: int, rate: float, seconds: float, rounds: in
     print(f"  -> frames out {100 * o['frac']:.1f}% (baseline {100 * b['frac']:.1f}%), p95 ours/baseline "
           f"{o['p95'] / b['p95']:.2f}x, rate ours/baseline {o['rate'] / max(b['rate'], 1e-9):.2f}x, "
           f"p95 / (1.25 x (encode + period) = {bound:.0f} ms) {o['p95'] / bound:.2f}")
+
 
 PARTS = ("rates", "keepup", "overhead", "multi")
 
@@ -329,7 +340,7 @@ def main() -> int:
         compare(rig, m, args.size, args.rate, args.seconds, args.rounds)
     if "keepup" in args.parts:  # on this VM R18 does not keep up with 30 Hz: find the rate where it does
         m = args.models[0]
-        rate = args.keepup_rate or float(max(1, int(1e3 / (1.5 * EncodeTimer(m, args.size)()))))
+        rate = args.keepup_rate or float(max(1, int(1e3 / (1.5 * encode_timer(m, args.size)()))))
         compare(rig, m, args.size, rate, args.seconds, args.rounds)
     for m in args.models if "overhead" in args.parts else []:
         o = overhead(rig, m, args.size, args.frames)
