@@ -18,6 +18,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NODE = ("-m", "defm_ros.node")  # how start_node runs the node; a test may run a fixture script instead
 
 
 def ros_env() -> dict:
@@ -25,7 +26,7 @@ def ros_env() -> dict:
 
 
 def start_node(params: dict, remaps: dict | None = None, extra_env: dict | None = None,
-               entry: tuple[str, ...] = ("-m", "defm_ros.node")) -> subprocess.Popen:
+               entry: tuple[str, ...] = NODE) -> subprocess.Popen:
     cmd = [sys.executable, *entry, "--ros-args"]
     for k, v in params.items():
         if isinstance(v, list):

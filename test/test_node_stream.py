@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, ROOT, start_camera, start_node, stop
+from .rosgraph import FIXTURES, NODE, ROOT, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -29,8 +29,8 @@ def _diag(diags, suffix):
     return {}
 
 
-def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, count=150, entry=None):
-    node = start_node({**FAST, **(node_params or {})}, {"~/depth": topic}, entry=entry or ("-m", "defm_ros.node"))
+def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, count=150, entry=NODE):
+    node = start_node({**FAST, **(node_params or {})}, {"~/depth": topic}, entry=entry)
     dense = probe.listen(Image, "/defm_node/features/dense")
     dense.clear()  # a repeated run must not count an earlier run's outputs
     diags = probe.listen(DiagnosticArray, "/diagnostics")
@@ -99,7 +99,7 @@ def test_overload_drops_instead_of_queueing(probe, rclpy_kind):
     topic = f"/t_over_{rclpy_kind}/depth"
     stamps, diag, log = _run_stream(probe, topic, ["--rate", "30"],
                                     node_params={"model": "defm_resnet50", "input_size": [320, 320]}, count=90,
-                                    entry=(str(FIXTURES / "node_without_message_info.py"),) if humble else None)
+                                    entry=(str(FIXTURES / "node_without_message_info.py"),) if humble else NODE)
     dropped, published = int(diag["dropped_frames"]), int(diag["published_frames"])
     assert dropped > 0 and published < 90, diag
     assert published + dropped >= 85, diag  # everything that arrived was either processed or counted
