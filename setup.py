@@ -17,7 +17,7 @@ setup(
     ],
     install_requires=["setuptools", "numpy", "pillow"],
     extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm"],
-                    "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap"]},
+                    "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap", "filelock"]},
     python_requires=">=3.10",
     zip_safe=True,
     maintainer="defm_ros maintainers",

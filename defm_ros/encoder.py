@@ -1,21 +1,41 @@
-"""Encoder: depth in metres -> DeFM class token and dense feature map. The one public facade."""
+"""Encoder: depth in metres -> DeFM class token and dense feature map. The one public facade (SPEC §8).
+
+Construction checks every option and loads the weights strictly, on the CPU; open() builds the
+device backend and close() frees it again. A lifecycle node calls these in configure, activate and
+deactivate (`lazy=True`); everyone else gets an opened Encoder from the constructor.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .backends import BACKENDS, PRECISIONS
+from .backends import Backend
+from .backends.onnx_backend import OnnxBackend
+from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_sidecar
+from .backends.torch_backend import TorchBackend
+from .choices import (
+    BACKENDS,
+    DEFAULT_DENSE_LEVEL,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MODEL,
+    DEPTH_MODES,
+    ONNX_PRECISIONS,
+    PRECISIONS,
+    check_choice,
+    check_device,
+    check_input_size,
+)
 from .info import StreamInfo
 from .models import build_model, dense_stride, get_spec
 from .models.checkpoints import RANDOM, file_sha256, load_strict, read_state_dict, resolve_weights
-from .normalize import DEPTH_MODES, InputGeometry, normalize_depth
+from .normalize import DepthPreprocess, InputGeometry
 
 log = logging.getLogger("defm_ros")
 RANDOM_WARNING = "RANDOM WEIGHTS: features are meaningless (smoke runs only)"
@@ -32,103 +52,127 @@ class Features:
         return self.cls.detach().cpu().numpy(), self.dense.detach().cpu().numpy()
 
 
-def _pick_device(device: str, warnings: list[str]) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        msg = f"device {device!r} requested but CUDA is not available; running on cpu"
-        log.warning(msg)
-        warnings.append(msg)
-        return torch.device("cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
-    return dev
-
-
-def _pick_precision(precision: str, device: torch.device, warnings: list[str]) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp16" and device.type == "cpu":
-        msg = "precision fp16 requested on cpu, which has no fast fp16 kernels; running fp32"
-        log.warning(msg)
-        warnings.append(msg)
-        return "fp32"
-    return precision
-
-
 class Encoder:
-    """Builds the model, loads its weights strictly and runs normalization + inference on one device.
+    """A zoo variant with its weights, its preprocessing and one backend on one device.
 
-    `weights`: None (resolve from models/, the HF cache or the Hub), a .pth path, or "random".
-    For backend="onnxruntime", `weights` may also be an exported .onnx file (see `defm-ros export`).
+    `weights`: None (resolve from models/, the HF cache or the Hub), a .pth path, "random", or for
+    backend="onnxruntime" an exported .onnx file (see `defm-ros export`). `strict`: refuse a device,
+    provider or precision that is not available instead of downgrading (loudly) to what is.
+    `backend_options` go to the backend (torch: channels_last, compile; onnxruntime: trt,
+    trt_cache_dir, threads, spin).
     """
 
     def __init__(
         self,
-        model: str = "defm_resnet18",
+        model: str = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
         backend: str = "torch",
         device: str = "cpu",
-        input_size: tuple[int, int] = (224, 224),
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         precision: str = "fp32",
-        dense_level: str = "P4",
+        dense_level: str = DEFAULT_DENSE_LEVEL,
         depth_mode: str = "metric",
+        *,
+        strict: bool = False,
+        lazy: bool = False,
         **backend_options: Any,
     ) -> None:
         self.spec = spec = get_spec(model)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if depth_mode not in DEPTH_MODES:
-            raise ValueError(f"depth_mode must be one of {DEPTH_MODES}, got {depth_mode!r}")
-        if len(tuple(input_size)) != 2 or min(input_size) < spec.align:
-            raise ValueError(f"input_size must be (H, W), each >= {spec.align}, got {input_size!r}")
+        self._backend_name = check_choice("backend", backend, BACKENDS)
+        self._device = check_device(device)
+        check_choice("precision", precision, ONNX_PRECISIONS if backend == "onnxruntime" else PRECISIONS)
+        self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
-        self.geometry = geom = InputGeometry.for_model(tuple(input_size), spec.align, pad=not spec.is_vit)
-        self.depth_mode = depth_mode
-        warnings: list[str] = []
-        self.device = _pick_device(device, warnings)
-        precision = _pick_precision(precision, self.device, warnings)
+        self.geometry = geom = InputGeometry.for_model(check_input_size(input_size), spec.align, pad=not spec.is_vit)
+        self._prep = DepthPreprocess(geom, depth_mode)
         self._valid = (-(-geom.resize[0] // stride), -(-geom.resize[1] // stride))
-        self.info_obj = StreamInfo(
+        self._strict, self._options = strict, backend_options
+        self._base = StreamInfo(
             model=spec.name, family=spec.family, input_size=geom.resize, padded_size=geom.padded,
             stride=stride, dense_level="patch" if spec.is_vit else dense_level,
             dense_channels=spec.dense_dim, dense_size=self._valid, cls_channels=spec.cls_dim,
-            depth_mode=depth_mode, backend=backend, device=str(self.device), precision=precision,
-            warnings=warnings,
-        )
-        if backend == "onnxruntime" and weights is not None and str(weights).endswith(".onnx"):
-            onnx_path = Path(weights)
+            depth_mode=depth_mode, backend=backend, device=device, precision=precision)
+        self.net: torch.nn.Module | None = None
+        self._onnx: Path | None = None
+        if weights is not None and str(weights).endswith(".onnx"):
+            self._adopt_onnx(Path(weights))
         else:
-            net = self._load_torch_model(weights, dense_level)
-            onnx_path = None
-        if backend == "torch":
-            from .backends.torch_backend import TorchBackend
+            self.net = self._load(weights, dense_level)
+        self.backend: Backend | None = None
+        self.info_obj = self._base
+        if not lazy:
+            self.open()
 
-            self.backend = TorchBackend(net, self.device, precision, **backend_options)
-        else:
-            from .backends.onnx_backend import OnnxBackend, onnx_for_encoder
-
-            if onnx_path is None:
-                onnx_path = onnx_for_encoder(net, self.info_obj)
-            self.backend = OnnxBackend(onnx_path, self.info_obj, **backend_options)
-        self.info_obj.extra.update(self.backend.describe())
-
-    def _load_torch_model(self, weights: str | os.PathLike | None, dense_level: str) -> torch.nn.Module:
-        net = build_model(self.spec.name, dense_level=dense_level)
-        info = self.info_obj
+    def _load(self, weights: str | os.PathLike | None, dense_level: str) -> torch.nn.Module:
+        net = build_model(self.spec.name, dense_level=dense_level).eval()
+        base = self._base
         if weights is not None and str(weights) == RANDOM:
             log.warning("%s: %s", self.spec.name, RANDOM_WARNING)
-            info.random_weights, info.weights = True, RANDOM
-            info.warnings.append(RANDOM_WARNING)
+            base.random_weights, base.weights = True, RANDOM
+            base.warnings.append(RANDOM_WARNING)
             return net
         path = resolve_weights(self.spec, weights)
         load_strict(net, read_state_dict(path), self.spec, str(path))
-        info.weights, info.checkpoint_sha256 = str(path), file_sha256(path)
+        base.weights, base.checkpoint_sha256 = str(path), file_sha256(path)
         return net
+
+    def _adopt_onnx(self, path: Path) -> None:
+        """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
+        if self._backend_name != "onnxruntime":
+            raise ValueError(f"{path} is an ONNX file: run it with backend onnxruntime, or pass the .pth checkpoint")
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX file {path} does not exist")
+        side = read_sidecar(path)
+        check_sidecar(side, self._base, path)
+        base = self._base
+        base.weights, base.checkpoint_sha256 = side.get("weights", ""), side.get("checkpoint_sha256", "")
+        base.random_weights = bool(side.get("random_weights"))
+        base.warnings.extend(w for w in side.get("warnings", []) if w not in base.warnings)
+        held = side["onnx"]["precision"]
+        if held != base.precision:
+            msg = f"{path.name} holds a {held} graph; running {held}, not the requested {base.precision}"
+            log.warning(msg)
+            base.warnings.append(msg)
+            base.precision = held
+        self._onnx = path
+
+    # --- the device backend ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Build the backend on the device (idempotent). Raises DeviceUnavailableError when strict."""
+        if self.backend is not None:
+            return
+        base, opts = self._base, self._options
+        if self._backend_name == "torch":
+            backend: Backend = TorchBackend(self.net, self._device, base.precision, strict=self._strict, **opts)
+        else:
+            path = self._onnx or cached_export(self.net, base, self._prep)
+            backend = OnnxBackend(path, self._prep, self._device, strict=self._strict, **opts)
+        r = backend.report()
+        self.backend = backend
+        self.info_obj = replace(base, backend=r.backend, device=r.device, precision=r.precision,
+                                providers=r.providers, warnings=base.warnings + r.warnings, extra=r.extra)
+
+    def close(self) -> None:
+        """Free the backend and its device memory; the loaded weights stay for the next open()."""
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the backend's device once open, else the requested one."""
+        return self.backend.device if self.backend is not None else torch.device(self._device)
 
     @property
     def info(self) -> dict[str, Any]:
         """The dict published on ~/features/info (SPEC §5)."""
         return self.info_obj.to_dict()
+
+    # --- encoding ---------------------------------------------------------------------------------
+    def _ready(self) -> Backend:
+        if self.backend is None:
+            raise RuntimeError("the Encoder is closed (lazy=True or close()); call open() first")
+        return self.backend
 
     def to_device(self, depth_m: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(depth_m)) if isinstance(depth_m, np.ndarray) else depth_m
@@ -136,18 +180,31 @@ class Encoder:
             raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(t.shape)}")
         return t.to(self.device, non_blocking=True)
 
+    def _preprocess_for(self, depth_mode: str | None) -> DepthPreprocess:
+        if depth_mode is None or depth_mode == self.depth_mode:
+            return self._prep
+        return DepthPreprocess(self.geometry, check_choice("depth_mode", depth_mode, DEPTH_MODES))
+
     def preprocess(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
         """Depth in metres -> the normalized network input, on the model's device."""
-        return normalize_depth(self.to_device(depth_m), self.geometry, depth_mode or self.depth_mode)
+        return self._ready().preprocess(self.to_device(depth_m), self._preprocess_for(depth_mode))
 
     def encode(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> Features:
         """Depth in metres, (H, W) or (B, H, W), numpy or torch -> Features with a batch dim.
 
         `depth_mode` overrides the encoder's mode for this call ("relative" for monocular estimates).
         """
-        if getattr(self.backend, "takes_depth", False) and (depth_mode or self.depth_mode) == self.depth_mode:
-            cls, dense = self.backend.run_depth(self.to_device(depth_m))  # it normalizes inside its own graph
-        else:
-            cls, dense = self.backend.run(self.preprocess(depth_m, depth_mode))
+        backend = self._ready()
+        cls, dense = backend.infer(self.to_device(depth_m), self._preprocess_for(depth_mode))
         h, w = self._valid
         return Features(cls, dense[:, :, :h, :w])
+
+    def export_onnx(self, path: str | os.PathLike, *, camera_size: tuple[int, int] | None = None,
+                    batch: int | None = 1, precision: str = "fp32", check: bool = True) -> dict[str, Any]:
+        """Write this encoder's network (and with `camera_size` its preprocessing) to an ONNX file plus
+        its sidecar; see backends/onnx_file.export_onnx. Returns the sidecar."""
+        if self.net is None:
+            raise ValueError(f"this Encoder runs the exported file {self._onnx}; export from its checkpoint")
+        info = replace(self._base, precision=check_choice("ONNX export precision", precision, ONNX_PRECISIONS))
+        return export_onnx(self.net, info, self._prep, path, camera_size=camera_size, batch=batch,
+                           precision=precision, check=check)

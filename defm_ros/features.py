@@ -102,3 +102,19 @@ def from_msg(msg: Any, layout: str = "chw", as_torch: bool = False) -> Any:
 
         return torch.from_numpy(out) if out.flags.writeable else torch.from_numpy(out.copy())
     return out
+
+
+def feature_msgs(header: Any, cls: Any, dense: Any, dtype: np.dtype | str = np.float32,
+                 pca_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One frame's §5 messages, all stamped with `header`: "dense", "cls", and with `pca_size` (H, W)
+    "pca", the dense map's 3 principal components as an rgb8 image of that size."""
+    msgs = {"dense": to_msg(dense, header, dtype=dtype), "cls": to_msg(cls, header, dtype=dtype)}
+    if pca_size is not None:
+        from sensor_msgs.msg import Image
+
+        from .pca import pca_rgb
+
+        rgb = pca_rgb(dense, out_size=pca_size)
+        msgs["pca"] = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                            step=rgb.shape[1] * 3, data=rgb.tobytes())
+    return msgs

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from .choices import DEPTH_MODES, check_choice
+from .resize import BandedResize
 
 MEAN = (0.248880, 0.495620, 0.492858)
 STD = (0.139357, 0.271314, 0.297177)
 MAX_DEPTH_C1 = 100.0
 MAX_DEPTH_C2 = 9.0  # upstream trained with log(10) ~= log1p(9); keep 9, not 10
-DEPTH_MODES = ("metric", "relative")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,8 @@ def normalize_depth(
         depth = depth[None]
     if depth.dim() != 3:
         raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(depth.shape)}")
-    if mode == "relative":
+    if check_choice("depth_mode", mode, DEPTH_MODES) == "relative":
         depth = relative_to_pseudo_metric(depth)
-    elif mode != "metric":
-        raise ValueError(f"depth mode must be one of {DEPTH_MODES}, got {mode!r}")
     d = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0)
     planes, lo, hi = log_planes(d)
     if tuple(planes.shape[-2:]) != geometry.resize:
@@ -91,3 +93,53 @@ def planes_to_input(planes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ge
     out = torch.stack([(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD, strict=True)], dim=1)
     ph, pw = geometry.padded[0] - geometry.resize[0], geometry.padded[1] - geometry.resize[1]
     return F.pad(out, (0, pw, 0, ph)) if ph or pw else out
+
+
+class GraphNormalize(nn.Module):
+    """normalize_depth for one fixed camera size, in ops that export to few, fast ONNX nodes.
+
+    Same arithmetic as normalize_depth, except: NaN/+-inf -> 0 is one Where (NaN < inf is false, -inf
+    is clamped to 0 anyway), and the resize is banded constant matrix products (resize.py: ONNX Runtime
+    spent 5-6 ms per 640x480 frame on dense ones, more than the rest of the graph).
+    """
+
+    def __init__(self, camera_size: tuple[int, int], geometry: InputGeometry, mode: str = "metric") -> None:
+        super().__init__()
+        self.geometry, self.relative = geometry, check_choice("depth_mode", mode, DEPTH_MODES) == "relative"
+        self.resize = BandedResize(camera_size, geometry.resize)
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        if self.relative:
+            depth = relative_to_pseudo_metric(depth)
+        planes, lo, hi = log_planes(torch.where(depth < math.inf, depth, torch.zeros_like(depth)))
+        return planes_to_input(self.resize(planes), lo, hi, self.geometry)
+
+
+@dataclass(frozen=True)
+class DepthPreprocess:
+    """Depth in metres (B, H, W) -> the DeFM network input: the Preprocess of depth models.
+
+    A backend calls it eagerly on its device, or asks `fixed(camera_size)` for a module of one camera
+    size to put into an exported graph.
+    """
+
+    geometry: InputGeometry
+    mode: str = "metric"
+    input_name: ClassVar[str] = "depth"
+
+    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
+        return normalize_depth(depth, self.geometry, self.mode)
+
+    def __str__(self) -> str:
+        return f"the {self.mode} depth normalization to {self.geometry.resize[0]}x{self.geometry.resize[1]}"
+
+    @staticmethod
+    def raw_size(raw: torch.Tensor) -> tuple[int, int]:
+        return int(raw.shape[-2]), int(raw.shape[-1])
+
+    def fixed(self, camera_size: tuple[int, int]) -> nn.Module:
+        return GraphNormalize(camera_size, self.geometry, self.mode)
+
+    @staticmethod
+    def example(batch: int, camera_size: tuple[int, int]) -> torch.Tensor:
+        return torch.rand(batch, *camera_size) * 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,8 @@ import numpy as np
 @dataclass
 class Frame:
     camera: int
-    msg: Any
-    received: float  # time.monotonic() when the callback saw it
+    msg: Any  # {role: message}: serialized as received, deserialized by Processor
+    received: float  # time.monotonic() when the callback saw it (the primary topic's message)
 
 
 class LatestFrames:
@@ -130,3 +131,138 @@ class StreamStats:
     def staleness(self, now: float) -> float | None:
         """Seconds since the last input frame, None before the first one."""
         return None if self.last_input is None else now - self.last_input
+
+
+@dataclass
+class Camera:
+    """One camera from configure to cleanup: its Input, its publishers and subscriptions (role ->
+    (subscription, reliability)), its input gate, and its counters."""
+
+    source: Any  # inputs.Input
+    pubs: dict[str, Any]
+    gate: Any
+    sequences: SequenceGaps = field(default_factory=SequenceGaps)
+    stats: StreamStats = field(default_factory=StreamStats)
+    subs: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+    def arrived(self, role: str, msg: Any, seq: int | None, now: float) -> dict[str, Any] | None:
+        """A (serialized) message of `role`: counted if it is the primary topic's, then paired; returns
+        the frame it completes. `seq`: the publication sequence number, None when unknown."""
+        if role == self.source.topics[0].role:
+            self.stats.on_input(now, self.sequences.observe(seq))
+        return self.source.pair(role, msg)
+
+    @property
+    def reliability(self) -> str | None:
+        return next((r for _, r in self.subs.values()), None)
+
+
+class Processor:
+    """Decode, batch and encode one take of frames, and hand each frame's features to `publish`.
+
+    Frames hold {role: serialized message} (inputs.py). Failures cost frames, never the loop: a frame
+    that does not decode is rejected (counted; logged by `warn`, which the node throttles), a batch
+    whose forward pass fails is counted as failed (logged by `error`).
+    """
+
+    def __init__(self, encoder: Any, inputs: list[Any], stats: list[StreamStats],
+                 deserialize: Callable[[Any, str], Any], publish: Callable[[Frame, Any, np.ndarray, np.ndarray,
+                                                                            np.ndarray], None],
+                 warn: Callable[[str], None], error: Callable[[str], None], stopping: Callable[[], bool]) -> None:
+        self.encoder, self.inputs, self.stats = encoder, inputs, stats
+        self.deserialize, self.publish = deserialize, publish
+        self.warn, self.error, self.stopping = warn, error, stopping
+        self.batch_sizes: deque[int] = deque(maxlen=256)
+        self.inference_s: deque[float] = deque(maxlen=256)  # per batch: Encoder.encode to numpy
+
+    def process(self, frames: list[Frame], params: dict[str, Any]) -> None:
+        decoded = []
+        for f in frames:
+            source = self.inputs[f.camera]
+            try:
+                msgs = {t.role: self.deserialize(f.msg[t.role], t.msg_type) for t in source.topics}
+                f.msg = msgs
+                decoded.append((f, source.decode(msgs, params)))
+            except Exception as exc:  # DepthDecodeError; anything else is a codec bug, still not fatal
+                self.stats[f.camera].rejected += 1
+                why = exc if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                self.warn(f"rejected frame on {source.topics[0].name}: {why}")
+        for group in group_by_shape(decoded):
+            self.batch_sizes.append(len(group))
+            try:
+                self._encode_and_publish(group)
+            except Exception as exc:
+                if self.stopping():
+                    return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
+                for f, _ in group:
+                    self.stats[f.camera].errors += 1
+                self.error(f"publishing failed: {type(exc).__name__}: {exc}")
+
+    def _encode_and_publish(self, group: list[tuple[Frame, np.ndarray]]) -> None:
+        try:
+            start = time.perf_counter()
+            cls, dense = self.encoder.encode(np.stack([x for _, x in group])).numpy()
+            self.inference_s.append(time.perf_counter() - start)
+        except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
+            for f, _ in group:
+                self.stats[f.camera].errors += 1
+            self.error(f"inference failed, frame dropped: {type(exc).__name__}: {exc}")
+            return
+        for k, (f, x) in enumerate(group):
+            header = f.msg[self.inputs[f.camera].topics[0].role].header
+            self.publish(f, header, cls[k], dense[k], x)
+
+
+class InferenceLoop:
+    """The main thread's loop: take the newest frames, close the cameras' input gates, process, reopen.
+
+    `resume` starts taking frames (lifecycle activate); `pause` stops: no new batch starts, the batch in
+    flight finishes and publishes, frames parked meanwhile are let go (deactivate); `stop` ends `run`.
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake  # the executor: rebuild its wait set with the reopened subscriptions
+        self.active, self.stopped, self.busy = threading.Event(), threading.Event(), threading.Lock()
+        self._work: tuple[LatestFrames, Processor, list[Camera]] | None = None
+
+    def resume(self, frames: LatestFrames, processor: Processor, cameras: list[Camera]) -> None:
+        self._work = (frames, processor, cameras)
+        self.active.set()
+
+    def pause(self) -> None:
+        self.active.clear()
+        with self.busy:
+            if self._work is not None:
+                self._work[0].take(timeout=0)
+            self._work = None
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.active.set()  # wake run() so that it sees the stop
+        if self._work is not None:
+            self._work[0].wake()
+
+    def run(self, params: Callable[[], dict[str, Any]], ok: Callable[[], bool],
+            prepare: Callable[[], None] = lambda: None) -> None:
+        """Until stop(); `prepare` runs on this thread before each batch (e.g. torch's thread count)."""
+        while not self.stopped.is_set() and ok():
+            work = self._work
+            if not self.active.wait(0.1) or work is None:
+                continue
+            frames, processor, cameras = work
+            p = params()
+            taken = frames.take(timeout=0.1, window=p["batch_window_ms"] / 1000.0)
+            with self.busy:
+                if not taken or not self.active.is_set():
+                    continue
+                prepare()
+                gated = [c.gate for c in cameras if c.sequences.last is not None]
+                for g in gated:
+                    g.closed = True
+                try:
+                    processor.process(taken, p)
+                finally:
+                    for g in gated:
+                        g.closed = False
+                    if gated:
+                        self.wake()

@@ -50,3 +50,31 @@ def depth_pngs(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*.png") if not p.name.startswith("rgb"))
+
+
+def sample_depth(camera_size: tuple[int, int] = (480, 640), count: int = 2) -> tuple[np.ndarray, list[str]]:
+    """`count` depth frames in metres (count, *camera_size) float32 and where each came from.
+
+    Real 640x480 frames (rgbd_examples, 16-bit mm) when the shared data exists, resized (nearest) to
+    other camera sizes; else synthetic frames with NaN, +-inf and holes, so that invalid-pixel
+    handling is exercised either way. Used by the ONNX self-check and the benchmarks.
+    """
+    h, w = camera_size
+    frames, names = [], []
+    root = data_root()
+    for f in sorted(root.glob("rgbd_examples/*/raw_depth.png"))[:count] if root else []:
+        d = load_depth_png(f).depth
+        if d.shape != (h, w):  # nearest neighbour
+            d = d[(np.arange(h) * d.shape[0] // h)][:, (np.arange(w) * d.shape[1] // w)]
+        frames.append(d)
+        names.append(str(f))
+    while len(frames) < count:
+        rng = np.random.default_rng(len(frames))
+        d = np.broadcast_to(np.linspace(0.3, 12.0, w, dtype=np.float32), (h, w)).copy()
+        d += rng.random((h, w), dtype=np.float32)
+        d[:, :8] = 0.0
+        for k, v in enumerate((np.nan, np.inf, -np.inf, 200.0)):
+            d[min(k, h - 1), min(k, w - 1)] = v
+        frames.append(d)
+        names.append("synthetic")
+    return np.stack(frames).astype(np.float32), names

@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 import pytest
 
-from .rosgraph import Probe, start_node, stop
+from .rosgraph import FIXTURES, Probe, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -40,13 +40,13 @@ from std_msgs.msg import String  # noqa: E402
 
 from defm_ros.depth_codecs import COMPRESSED_HEADER, decode_depth, encode_compressed  # noqa: E402
 from defm_ros.features import from_msg  # noqa: E402
-from defm_ros.node import FAULT_ENV  # noqa: E402
+
+from .fixtures.node_with_faulty_encoder import FAULT_MM  # noqa: E402
 
 MODEL = "defm_efficientnet_b0"
 SIZE = [64, 64]  # small: the corpus is about the input path, not the network
 H, W = 48, 64
 PAUSE = 0.05  # after a rejected frame: the worker takes it long before the next one arrives
-FAIL_ID = "inject_backend_fault"
 DENSE, CLS = "/defm_node/features/dense", "/defm_node/features/cls"
 
 
@@ -212,7 +212,7 @@ def assert_clean_stop(took: float, code: int, log: str, sig: int) -> None:
 def test_raw_corpus_faults_and_sigint(probe, ckpt, encoder):
     node = start_node({"model": MODEL, "weights": str(ckpt), "input_size": SIZE, "qos_reliability": "reliable",
                        "stale_warn_s": 0.5, "stale_error_s": 1.5},
-                      {"~/depth": "/hardening/depth"}, extra_env={FAULT_ENV: FAIL_ID})
+                      {"~/depth": "/hardening/depth"}, entry=(str(FIXTURES / "node_with_faulty_encoder.py"),))
     feed = Feed(probe, Image, "/hardening/depth")
     try:
         mm = depth_mm()
@@ -280,7 +280,9 @@ def test_raw_corpus_faults_and_sigint(probe, ckpt, encoder):
         burst_end = time.time()
 
         # 4. a forward pass that fails costs that frame only
-        stamp = feed.send(image(mm), frame_id=FAIL_ID)
+        marked = mm.copy()
+        marked[0, 0] = FAULT_MM
+        stamp = feed.send(image(marked))
         level, values = feed.wait_status(lambda lv, v: v["failed_frames"] == "1", 10)
         assert values["failed_frames"] == "1" and not feed.outputs(stamp)
 

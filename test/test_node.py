@@ -78,8 +78,11 @@ def test_diagnostics_and_bad_parameters(probe):
     assert status.level == DiagnosticStatus.WARN  # no input yet, random weights
 
     bad = start_node({**BASE, "precision": "fp64"})
-    code, log = stop(bad, timeout=60) if bad.wait(60) is None else (bad.returncode, bad.stdout.read())
-    assert code != 0 and "precision must be one of" in log
+    try:
+        code = bad.wait(60)  # autostart's configure refuses the value: the process ends by itself
+    finally:
+        _, log = stop(bad)
+    assert code == 1 and "precision must be one of" in log and "defm_node: fatal" in log, log
 
 
 def _set(probe, client, name, value):
@@ -124,7 +127,6 @@ def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path):
     import torch
 
     from defm_ros import Encoder
-    from defm_ros.backends.export import export_model
     from defm_ros.depth_codecs import decode_depth
     from defm_ros.models import build_model
 
@@ -134,7 +136,7 @@ def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path):
     ckpt = tmp_path / "b0.pth"
     torch.save(build_model(BASE["model"]).state_dict(), ckpt)
     onnx = tmp_path / "b0.onnx"
-    export_model(BASE["model"], onnx, weights=ckpt, input_size=(224, 224), camera_size=(480, 640))
+    Encoder(BASE["model"], weights=ckpt, lazy=True).export_onnx(onnx, camera_size=(480, 640))
     node = start_node({**BASE, "backend": "onnxruntime", "weights": str(onnx)}, {"~/depth": "/ort/depth"})
     dense = probe.listen(Image, "/defm_node/features/dense")
     info = probe.listen(String, "/defm_node/features/info", latched=True)

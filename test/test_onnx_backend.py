@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from defm_ros import Encoder
-from defm_ros.backends.export import FP32_TOLERANCE, check_frames, export_onnx
+from defm_ros.backends import DeviceUnavailableError
 from defm_ros.backends.onnx_backend import OnnxBackend
-from defm_ros.info import StreamInfo
+from defm_ros.backends.onnx_file import FP32_TOLERANCE
+from defm_ros.normalize import DepthPreprocess, InputGeometry
+from defm_ros.sample_data import sample_depth
 
 CAMERA = (480, 640)
 HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -40,13 +42,16 @@ def _assert_close(a, b, tol: float = FP32_TOLERANCE) -> None:
 
 @pytest.fixture(scope="module")
 def frames() -> torch.Tensor:
-    return check_frames(CAMERA, 2)[0]
+    return torch.from_numpy(sample_depth(CAMERA, 2)[0])
+
+
+PREP = DepthPreprocess(InputGeometry((224, 224), (224, 224)))  # what the fused file below holds
 
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "defm_efficientnet_b0", "defm_vit_s14"])
 def test_encoder_onnxruntime_matches_torch(model, frames):
     ref, enc = _pair(model)
-    assert enc.backend.takes_depth
+    assert isinstance(enc.backend, OnnxBackend)
     for depth in (frames[0], frames[0].numpy(), frames):  # (H, W) torch, numpy, and a batch
         _assert_close(enc.encode(depth), ref.encode(depth))
     info = enc.info
@@ -57,15 +62,17 @@ def test_encoder_onnxruntime_matches_torch(model, frames):
 
 def test_normalization_graph_matches_torch_preprocess(frames):
     ref, enc = _pair("defm_regnet_y_400mf", (200, 300))
-    x = enc.backend.normalize(frames)
+    x = enc.preprocess(frames)  # ONNX Runtime's own normalization graph for this camera size
     assert x.shape == (2, 3, 224, 320)
     assert (x - ref.preprocess(frames)).abs().max() < 1e-5
 
 
-def test_per_call_depth_mode_falls_back_to_torch_normalization(frames):
+def test_per_call_depth_mode_gets_its_own_normalization_graph(frames):
     ref, enc = _pair("defm_resnet18")
     rel = frames.clamp(0, 10)
     _assert_close(enc.encode(rel, depth_mode="relative"), ref.encode(rel, depth_mode="relative"))
+    _assert_close(enc.encode(rel), ref.encode(rel))  # and the metric one is still there
+    assert len(enc.backend._pre) == 2
 
 
 def test_export_is_cached_per_weights(caplog):
@@ -87,7 +94,7 @@ def fused_file(tmp_path_factory) -> tuple:
     torch.manual_seed(0)
     ref = Encoder("defm_efficientnet_b0", weights="random")
     path = tmp_path_factory.mktemp("onnx") / "b0.onnx"
-    export_onnx(ref.backend.model, ref.info_obj, path, camera_size=CAMERA, batch=1)
+    ref.export_onnx(path, camera_size=CAMERA, batch=1)
     return path, ref
 
 
@@ -98,12 +105,14 @@ def test_encoder_runs_an_exported_file_alone(fused_file, frames):
     info = enc.info
     assert info["random_weights"] and info["weights"] == "random"  # provenance comes from the sidecar
     assert info["extra"]["normalization_in_graph"] and info["extra"]["camera_size"] == list(CAMERA)
-    with pytest.raises(ValueError, match="exported for 480x640 depth, got 240x320"):
+    with pytest.raises(ValueError, match="exported for 480x640 input, got 240x320"):
         enc.encode(frames[:1, ::2, ::2])
     with pytest.raises(ValueError, match="batch 1, got 2"):
         enc.encode(frames)
-    with pytest.raises(ValueError, match="takes raw depth"):
+    with pytest.raises(ValueError, match="takes raw input"):
         enc.backend.run(ref.preprocess(frames[1]))
+    with pytest.raises(ValueError, match="metric depth normalization to 224x224 fused into its graph"):
+        enc.encode(frames[1], depth_mode="relative")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -121,23 +130,26 @@ def test_a_file_for_another_stream_is_refused(fused_file, kwargs, match):
 def test_missing_gpu_provider_is_a_loud_downgrade(fused_file, caplog):
     if HAS_CUDA_EP:
         pytest.skip("this onnxruntime has the CUDA provider; the downgrade path cannot be reached")
-    path, ref = fused_file
-    info = StreamInfo.from_dict(ref.info)
-    info.warnings = []
+    path, _ = fused_file
     with caplog.at_level(logging.WARNING, logger="defm_ros"):
-        be = OnnxBackend(path, info, device="cuda", trt=True)
-    assert be.device == torch.device("cpu") and info.device == "cpu"
-    assert info.providers == ["CPUExecutionProvider"]
-    assert any("TensorRT" in w for w in info.warnings) and any("onnxruntime-gpu" in w for w in info.warnings)
+        be = OnnxBackend(path, PREP, device="cuda", trt=True)
+    report = be.report()
+    assert be.device == torch.device("cpu") and report.device == "cpu"
+    assert report.providers == ["CPUExecutionProvider"]
+    assert any("TensorRT" in w for w in report.warnings) and any("onnxruntime-gpu" in w for w in report.warnings)
     assert "onnxruntime-gpu" in caplog.text
+    with pytest.raises(DeviceUnavailableError, match="strict"):
+        OnnxBackend(path, PREP, device="cuda", strict=True)
+    enc = Encoder("defm_efficientnet_b0", weights=path, backend="onnxruntime", device="cuda")
+    assert enc.info["device"] == "cpu" and any("onnxruntime-gpu" in w for w in enc.info["warnings"])
 
 
 def test_sessions_spin_within_a_run_only(fused_file):
-    path, ref = fused_file
-    spinning = OnnxBackend(path, StreamInfo.from_dict(ref.info)).session.get_session_options()
+    path, _ = fused_file
+    spinning = OnnxBackend(path, PREP).session.get_session_options()
     assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert spinning.get_session_config_entry("session.force_spinning_stop") == "1"  # never between frames
-    be = OnnxBackend(path, StreamInfo.from_dict(ref.info), threads=1, spin=False)
+    be = OnnxBackend(path, PREP, threads=1, spin=False)
     opts = be.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.intra_op_num_threads == 1

@@ -1,19 +1,5 @@
-"""Inference backends: each takes a normalized (B, 3, H, W) tensor and returns (cls, dense)."""
+"""Inference backends behind one interface (base.Backend), and the ONNX files they run."""
 
-from __future__ import annotations
+from .base import Backend, BackendReport, DeviceUnavailableError, Preprocess
 
-from typing import Protocol
-
-import torch
-
-BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-class Backend(Protocol):
-    name: str
-    device: torch.device  # where inputs must live; preprocessing runs here too
-
-    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def describe(self) -> dict: ...
+__all__ = ["Backend", "BackendReport", "DeviceUnavailableError", "Preprocess"]

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from . import bench, demo, export, extract, info
+from .common import CliError, Parser
+
 VERBS = {
-    "info": "list the model zoo, or describe one model / exported ONNX file",
-    "demo": "encode real depth frames and write PCA feature images (the main job)",
-    "export": "export a model (optionally with normalization) to ONNX and check it",
-    "bench": "time preprocessing, inference and end-to-end per backend, side by side",
-    "extract": "encode recorded bags into feature bags and training datasets (resumable)",
+    "info": (info, "list the model zoo, or describe one model / exported ONNX file"),
+    "demo": (demo, "encode real depth frames and write PCA feature images (the main job)"),
+    "export": (export, "export a model (optionally with normalization) to ONNX and check it"),
+    "bench": (bench, "time preprocessing, inference and end-to-end per backend, side by side"),
+    "extract": (extract, "encode recorded bags into feature bags and training datasets (resumable)"),
 }
 
 
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="defm-ros", description="DeFM depth features: offline tools.")
+    parser = Parser(prog="defm-ros", description="DeFM depth features: offline tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb, help_text in VERBS.items():
-        mod = importlib.import_module(f"defm_ros.cli.{verb}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=Parser)
+    for verb, (mod, help_text) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=(mod.__doc__ or help_text).strip())
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import CliError
-from .common import add_model_options, size_type
+from .common import CliError, add_device_option, add_model_options, size_type
 
 BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}
 
@@ -43,6 +42,7 @@ def backend_spec(text: str) -> tuple[str, dict[str, bool]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
+    add_device_option(p)
     p.set_defaults(weights="random")
     p.add_argument("--backends", "-b", type=backend_spec, nargs="+", default=[("torch", {}), ("onnxruntime", {})],
                    metavar="BACKEND", help="backends to compare, first is the baseline (default: torch onnxruntime)")
@@ -92,13 +92,9 @@ class _Contender:
                                  input_size=args.size, precision=args.precision, dense_level=args.dense_level, **opts)
         self.rss_mib = _rss_mib() - rss0
         self.d = d = enc.to_device(depth)
-        be = enc.backend
-        if getattr(be, "takes_depth", False):
-            self.preprocess = lambda: be.normalize(d)
-        else:
-            self.preprocess = lambda: enc.preprocess(d)
+        self.preprocess = lambda: enc.preprocess(d)  # in the backend: ONNX Runtime preprocesses in its own graph
         x = self.preprocess()
-        self.infer = lambda: be.run(x)
+        self.infer = lambda: enc.backend.run(x)
         self.label = f"{name}{':' + '+'.join(flags) if flags else ''}"
         self.times: dict[str, list[np.ndarray]] = {"preprocess": [], "inference": [], "end_to_end": []}
         self.load: list[float] = []
@@ -163,13 +159,14 @@ def _versions() -> dict[str, str]:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..backends.export import check_frames
+    from ..sample_data import sample_depth
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0 or args.rounds < 1:
         raise CliError("--batch, --iters and --rounds must be >= 1, --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    depth, names = check_frames(args.camera_size, args.batch)
+    depth, names = sample_depth(args.camera_size, args.batch)
+    depth = torch.from_numpy(depth)
     versions = _versions()
     print(f"defm-ros bench: {args.model} {args.size[0]}x{args.size[1]}, batch {args.batch}, "
           f"{args.camera_size[0]}x{args.camera_size[1]} depth, device {args.device}, {args.precision}, "

@@ -1,31 +1,67 @@
-"""argparse types and options shared by verbs."""
+"""argparse types and options shared by verbs; choices and defaults come from defm_ros.choices."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..choices import (
+    DEFAULT_DENSE_LEVEL,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MODEL,
+    DENSE_LEVELS,
+    PRECISIONS,
+    check_device,
+    parse_size,
+)
 from ..models import MODELS
 
 
+class CliError(Exception):
+    """An expected failure (the user's input is wrong): printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (`defm-ros VERB: error: ...; see --help`), exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def size_type(text: str) -> tuple[int, int]:
-    """'224' or '224x308' (H x W)."""
+    """'224' or '224x308' (H x W), by the one input-size rule (choices.check_input_size)."""
     try:
-        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def device_type(text: str) -> str:
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 14:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW with each side >= 14, got {text!r}")
-    return parts[0], parts[1]
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
-def add_model_options(p: argparse.ArgumentParser, default_model: str = "defm_resnet18") -> None:
-    p.add_argument("--model", "-m", default=default_model, choices=list(MODELS), metavar="NAME",
-                   help=f"model variant (default {default_model}; see `defm-ros info`)")
+def add_model_options(p: argparse.ArgumentParser, precisions: tuple[str, ...] = PRECISIONS) -> None:
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, choices=list(MODELS), metavar="NAME",
+                   help=f"model variant (default {DEFAULT_MODEL}; see `defm-ros info`)")
     p.add_argument("--weights", "-w", default=None,
                    help="checkpoint .pth (default: models/, HF cache, Hub), or 'random' for smoke runs")
-    p.add_argument("--size", type=size_type, default=(224, 224), help="input size N or HxW (default 224)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--dense-level", default="P4", choices=["P3", "P4", "P5"], help="CNN dense level")
+    p.add_argument("--size", type=size_type, default=DEFAULT_INPUT_SIZE,
+                   help=f"network input size N or HxW (default {DEFAULT_INPUT_SIZE[0]})")
+    p.add_argument("--precision", default="fp32", choices=list(precisions))
+    p.add_argument("--dense-level", default=DEFAULT_DENSE_LEVEL, choices=list(DENSE_LEVELS), help="CNN dense level")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=device_type, default="cpu", help="cpu, cuda or cuda:N (default cpu)")

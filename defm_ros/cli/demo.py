@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.checkpoints import CheckpointError, resolve_weights
-from . import CliError
-from .common import add_model_options
+from .common import CliError, add_device_option, add_model_options
 
 log = logging.getLogger("defm_ros")
 
@@ -32,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out/)")
     p.add_argument("--limit", type=int, default=0, help="at most this many frames (0: all)")
     add_model_options(p)
+    add_device_option(p)
 
 
 def _inputs(args: argparse.Namespace) -> list[Path]:

@@ -11,26 +11,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..models import MODELS
-from . import CliError
-from .common import size_type
+from ..choices import DEPTH_MODES, ONNX_PRECISIONS
+from .common import CliError, add_model_options, positive_int, size_type
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", default="defm_resnet18", choices=list(MODELS), metavar="NAME",
-                   help="model variant (default defm_resnet18; see `defm-ros info`)")
-    p.add_argument("--weights", "-w", default=None,
-                   help="checkpoint .pth (default: models/, HF cache, Hub), or 'random' for smoke runs")
-    p.add_argument("--size", type=size_type, default=(224, 224), help="network input size N or HxW (default 224)")
-    p.add_argument("--dense-level", default="P4", choices=["P3", "P4", "P5"], help="CNN dense level")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                   help="weights and activations; inputs and outputs stay float32 (default fp32)")
+    add_model_options(p, precisions=ONNX_PRECISIONS)  # weights and activations; inputs and outputs stay float32
     p.add_argument("--camera-size", type=size_type, default=None, metavar="HxW",
                    help="put the normalization in the graph for raw depth of this size, e.g. 480x640")
-    p.add_argument("--depth-mode", default="metric", choices=["metric", "relative"],
+    p.add_argument("--depth-mode", default="metric", choices=list(DEPTH_MODES),
                    help="normalization put in the graph (with --camera-size)")
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="output .onnx (default <model>_<HxW>[_cam<HxW>]_<precision>.onnx here)")
@@ -43,18 +35,17 @@ def _default_name(args: argparse.Namespace) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..backends.export import ExportError, export_model
+    from ..backends.onnx_file import ExportError
+    from ..encoder import Encoder
 
-    if args.batch < 1:
-        raise CliError(f"--batch must be >= 1, got {args.batch}")
     out = args.output or _default_name(args)
     if out.suffix != ".onnx":
         raise CliError(f"output must end in .onnx, got {out}")
+    enc = Encoder(args.model, weights=args.weights, input_size=args.size, dense_level=args.dense_level,
+                  depth_mode=args.depth_mode, lazy=True)  # exports from the CPU weights; no backend needed
     try:
-        side = export_model(args.model, out, weights=args.weights, input_size=args.size, dense_level=args.dense_level,
-                            depth_mode=args.depth_mode, camera_size=args.camera_size,
-                            batch=None if args.dynamic_batch else args.batch, precision=args.precision,
-                            check=not args.no_check)
+        side = enc.export_onnx(out, camera_size=args.camera_size, batch=None if args.dynamic_batch else args.batch,
+                               precision=args.precision, check=not args.no_check)
     except ExportError as exc:
         raise CliError(str(exc)) from exc
     onnx = side["onnx"]

@@ -15,20 +15,10 @@ import sys
 import threading
 from pathlib import Path
 
-from . import CliError
-from .common import add_model_options
+from ..choices import BACKENDS, OUTPUT_DTYPES
+from .common import CliError, add_device_option, add_model_options, positive_int
 
 log = logging.getLogger("defm_ros")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", action="store_true", help="also write OUT/<name>_dataset/ for training")
     p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+    p.add_argument("--dtype", choices=list(OUTPUT_DTYPES), default="float32",
                    help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per unit of 16UC1/mono16 depth (default 0.001: millimetres)")
@@ -51,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames per feature-bag file; a killed run loses at most one (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_options(p)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    add_device_option(p)
+    p.add_argument("--backend", default="torch", choices=list(BACKENDS))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

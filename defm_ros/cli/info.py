@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..choices import DEFAULT_INPUT_SIZE
 from ..models import MODELS
 from ..models.checkpoints import models_dir
-from . import CliError
+from .common import CliError, size_type
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="describe this model as the node would publish it (random weights unless --weights), "
                         "or an exported ONNX file")
     p.add_argument("--weights", default=None, help="checkpoint to describe (default: random weights)")
-    p.add_argument("--size", default="224", help="input size N or HxW")
+    p.add_argument("--size", type=size_type, default=DEFAULT_INPUT_SIZE, help="input size N or HxW")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -28,15 +29,14 @@ def main(args: argparse.Namespace) -> int:
             print(f"{s.name:<22} {s.family:<13} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  {have}")
         return 0
     if args.target.endswith(".onnx"):
-        from ..backends.export import read_sidecar
+        from ..backends.onnx_file import read_sidecar
 
         print(json.dumps(read_sidecar(args.target), indent=1, sort_keys=True))
         return 0
     if args.target not in MODELS:
         raise CliError(f"unknown model {args.target!r}; choose one of: {', '.join(MODELS)}")
     from ..encoder import Encoder
-    from .common import size_type
 
-    enc = Encoder(args.target, weights=args.weights or "random", input_size=size_type(args.size))
+    enc = Encoder(args.target, weights=args.weights or "random", input_size=args.size)
     print(enc.info_obj.to_json())
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -16,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import OUTPUT_DTYPES, check_choice
 from ..depth_codecs import decode_depth
 from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
 from .source import BagReadError, BagSource, find_depth_topics
 
 log = logging.getLogger("defm_ros")
-DTYPES = ("float32", "float16")
 ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
 
 
@@ -127,20 +126,17 @@ def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float) -> dict[st
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """One writer per output: a second job on the same bag (a retried task) fails fast."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path)
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"another extraction is writing to these outputs ({path} is locked)") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another extraction is writing to these outputs ({path} is locked)") from None
         yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -191,8 +187,7 @@ def extract_bag(
     """
     if not (write_bag or dataset):
         raise ValueError("nothing to write: enable the feature bag and/or the dataset")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    check_choice("dtype", dtype, OUTPUT_DTYPES)
     if batch < 1 or segment_frames < 1 or chunk_frames < 1 or limit < 0:
         raise ValueError("batch, segment_frames and chunk_frames must be >= 1 and limit >= 0")
     if unknown := set(encoder_options) - set(ENCODER_OPTIONS):

@@ -1,11 +1,12 @@
 """The DeFM model zoo: specs, architectures and checkpoint loading."""
 
-from .registry import DENSE_LEVELS, MODELS, ModelSpec, dense_stride, get_spec
+from ..choices import DEFAULT_DENSE_LEVEL
+from .registry import MODELS, ModelSpec, dense_stride, get_spec
 
-__all__ = ["DENSE_LEVELS", "MODELS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
+__all__ = ["MODELS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
 
 
-def build_model(name: str, dense_level: str = "P4"):
+def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL):
     """Build a variant with random weights (load a checkpoint into it for real use)."""
     spec = get_spec(name)
     if spec.is_vit:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
-from .registry import DENSE_LEVELS, ModelSpec
+from ..choices import DEFAULT_DENSE_LEVEL, DENSE_LEVELS
+from .registry import ModelSpec
 
 LEVELS = tuple(DENSE_LEVELS)  # P3, P4, P5 from backbone stages C3, C4, C5
 
@@ -131,7 +132,7 @@ class BiFPN(nn.Module):
 class DeFMCNN(nn.Module):
     """Returns (LayerNorm(avg-pooled C5) (B, C), LayerNorm'd BiFPN level (B, C', h, w))."""
 
-    def __init__(self, spec: ModelSpec, dense_level: str = "P4") -> None:
+    def __init__(self, spec: ModelSpec, dense_level: str = DEFAULT_DENSE_LEVEL) -> None:
         super().__init__()
         self.level = LEVELS.index(dense_level)
         self.backbone = replace_batchnorm(TRUNKS[spec.family](spec.arch))

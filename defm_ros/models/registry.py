@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..choices import DEFAULT_DENSE_LEVEL, DENSE_LEVELS, check_choice
+
 Family = Literal["vit", "resnet", "efficientnet", "regnet"]
 
 
@@ -55,7 +57,6 @@ _SPECS = [
 ]
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
-DENSE_LEVELS = {"P3": 8, "P4": 16, "P5": 32}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -66,10 +67,7 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
 
 
-def dense_stride(spec: ModelSpec, dense_level: str = "P4") -> int:
+def dense_stride(spec: ModelSpec, dense_level: str = DEFAULT_DENSE_LEVEL) -> int:
     """Stride of the dense map: the patch size for ViTs, the BiFPN level's stride for CNNs."""
-    if spec.is_vit:
-        return 14
-    if dense_level not in DENSE_LEVELS:
-        raise ValueError(f"dense_level must be one of {list(DENSE_LEVELS)}, got {dense_level!r}")
-    return DENSE_LEVELS[dense_level]
+    stride = DENSE_LEVELS[check_choice("dense_level", dense_level, list(DENSE_LEVELS))]
+    return 14 if spec.is_vit else stride

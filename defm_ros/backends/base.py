@@ -1,0 +1,69 @@
+"""The one interface between the Encoder and its inference backends.
+
+A backend takes a model's raw input (depth in metres, ...) and a Preprocess, and returns (cls, dense).
+It reports what it really runs on (device, precision, providers, downgrades) in a BackendReport;
+the Encoder writes that into the stream description. A backend never edits the description itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+
+class Preprocess(Protocol):
+    """A model family's raw input -> network input (normalize.DepthPreprocess is the depth one)."""
+
+    input_name: ClassVar[str]  # the raw input's name in an exported graph
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor: ...
+
+    def raw_size(self, raw: torch.Tensor) -> tuple[int, int]: ...
+
+    def fixed(self, camera_size: tuple[int, int]) -> nn.Module: ...
+
+    def example(self, batch: int, camera_size: tuple[int, int]) -> torch.Tensor: ...
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device, provider or precision that was asked for strictly (strict=True) and cannot be had."""
+
+
+@dataclass
+class BackendReport:
+    """What a backend runs on, as built; `warnings` are the downgrades it had to make."""
+
+    backend: str
+    device: str
+    precision: str
+    providers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Runs one loaded network on one device. `infer` is what the Encoder calls."""
+
+    name: ClassVar[str]
+    device: torch.device  # where raw inputs must live: preprocessing runs here too
+
+    def preprocess(self, raw: torch.Tensor, prep: Preprocess) -> torch.Tensor:
+        """Raw input -> network input on this backend's device (torch, eagerly)."""
+        return prep(raw)
+
+    @abstractmethod
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input (as `preprocess` returns it) -> (cls (B, C), dense (B, C', h, w))."""
+
+    def infer(self, raw: torch.Tensor, prep: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.run(self.preprocess(raw, prep))
+
+    @abstractmethod
+    def report(self) -> BackendReport: ...
+
+    def close(self) -> None:  # noqa: B027 - optional: a backend that holds nothing on a device frees nothing
+        """Free what the backend holds on its device; it is not used afterwards."""

@@ -1,0 +1,140 @@
+"""The node's input side, by modality: which topics a model needs, how their messages pair up into
+one frame, and how a frame's messages become the model's input. No rclpy: message types are named,
+and messages are anything shaped like the sensor_msgs ones.
+
+The inference loop only ever sees Frames whose `msg` is {role: message} and calls Input.decode, so
+a new modality (colour, aligned colour + depth + camera_info) is a new Input here, not a change there.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .choices import TRANSPORTS, check_choice
+from .depth_codecs import decode_depth
+
+IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
+
+
+@dataclass(frozen=True)
+class Topic:
+    role: str  # what the message is to the model: "depth", "color", "camera_info"
+    name: str  # fully resolved topic name
+    msg_type: str  # IMAGE, COMPRESSED or CAMERA_INFO
+
+
+def transport_topic(base: str, transport: str) -> str:
+    """image_transport's naming: the raw topic, or its `<base>/<transport>` sub-topic."""
+    return base if check_choice("transport", transport, TRANSPORTS) == "raw" else f"{base}/{transport}"
+
+
+def cdr_stamp(raw: bytes | memoryview) -> int:
+    """header.stamp in ns of a serialized (CDR) message whose first field is a std_msgs/Header.
+
+    Read without deserializing, so that a callback can pair frames by stamp at the cost of 8 bytes.
+    """
+    if len(raw) < 12:
+        raise ValueError(f"a serialized message of {len(raw)} bytes has no header")
+    order = "<" if raw[1] == 1 else ">"  # CDR encapsulation: 0x0001 little-endian, 0x0000 big-endian
+    sec, nanosec = struct.unpack_from(f"{order}iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+class StampPairer:
+    """Pairs the messages of several topics of one camera into frames by header stamp.
+
+    `put(role, stamp_ns, msg)` returns {role: msg} once every role has a message within `tolerance_ns`
+    of this one (0: exactly equal stamps), and forgets what is older. A message that can no longer
+    pair (older than a completed frame, or pushed out of its role's short history) counts as
+    `unpaired`. Cameras publish in stamp order, so the history only needs to bridge their jitter.
+    """
+
+    def __init__(self, roles: tuple[str, ...], tolerance_ns: int = 0, history: int = 4) -> None:
+        if len(roles) < 2:
+            raise ValueError("pairing needs at least two roles")
+        self.roles, self.tolerance_ns = roles, tolerance_ns
+        self._pending: dict[str, deque[tuple[int, Any]]] = {r: deque() for r in roles}
+        self._history = history
+        self.unpaired = 0
+        self.paired = 0
+
+    def put(self, role: str, stamp_ns: int, msg: Any) -> dict[str, Any] | None:
+        queue = self._pending[role]
+        if len(queue) >= self._history:
+            queue.popleft()
+            self.unpaired += 1
+        queue.append((stamp_ns, msg))
+        match: dict[str, tuple[int, Any]] = {role: (stamp_ns, msg)}
+        for other in self.roles:
+            if other == role:
+                continue
+            near = [e for e in self._pending[other] if abs(e[0] - stamp_ns) <= self.tolerance_ns]
+            if not near:
+                return None
+            match[other] = min(near, key=lambda e: abs(e[0] - stamp_ns))
+        for r, entry in match.items():  # drop the matched messages and everything older than them
+            q = self._pending[r]
+            while q:
+                head = q.popleft()
+                if head is entry:
+                    break
+                self.unpaired += 1
+        self.paired += 1
+        return {r: m for r, (_, m) in match.items()}
+
+
+class Input(ABC):
+    """One camera's input for one modality. `topics[0]` is the primary: outputs carry its header, and
+    the stream statistics count its frames."""
+
+    modality: ClassVar[str]
+    topics: tuple[Topic, ...]
+
+    @abstractmethod
+    def pair(self, role: str, msg: Any) -> dict[str, Any] | None:
+        """A message of `role` arrived (serialized); the frame it completes, if any."""
+
+    @abstractmethod
+    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
+        """The (deserialized) messages of one frame -> the model's input for it; raises on bad data."""
+
+
+class DepthInput(Input):
+    """One depth topic: sensor_msgs/Image (16UC1, mono16, 32FC1), or compressedDepth (SPEC §4)."""
+
+    modality = "depth"
+
+    def __init__(self, topic: str, transport: str = "raw") -> None:
+        msg_type = IMAGE if transport == "raw" else COMPRESSED
+        self.topics = (Topic("depth", transport_topic(topic, transport), msg_type),)
+
+    def pair(self, role: str, msg: Any) -> dict[str, Any]:
+        return {role: msg}
+
+    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
+        return decode_depth(msgs["depth"], params["depth_scale"])
+
+
+INPUTS: dict[str, type[Input]] = {DepthInput.modality: DepthInput}
+
+
+def camera_inputs(modality: str, params: Mapping[str, Any], resolve: Callable[[str], str]) -> list[tuple[str, Input]]:
+    """(output prefix, Input) per camera from the node's parameters.
+
+    One camera: `depth_topic` (default ~/depth, remappable), features under ~/features. Several:
+    `<ns>/<camera_depth_topic>` per namespace in `cameras`, features under `<ns>/features`. Base
+    topics are resolved (remapped) first: image_transport appends the transport after remapping.
+    """
+    kind = INPUTS[modality]
+    cameras = [c for c in params["cameras"] if c]
+    if not cameras:
+        return [("~/features", kind(resolve(params["depth_topic"]), params["transport"]))]
+    return [(f"{c}/features", kind(resolve(f"{c}/{params['camera_depth_topic']}"), params["transport"]))
+            for c in cameras]
