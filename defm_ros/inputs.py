@@ -71,7 +71,7 @@ class StampPairer:
             queue.popleft()
             self.unpaired += 1
         queue.append((stamp_ns, msg))
-        match: dict[str, tuple[int, Any]] = {role: (stamp_ns, msg)}
+        match: dict[str, tuple[int, Any]] = {role: queue[-1]}
         for other in self.roles:
             if other == role:
                 continue

@@ -20,11 +20,29 @@ def test_every_verb_has_help(verb, capsys):
     assert "usage: defm-ros " + verb in capsys.readouterr().out
 
 
-def test_console_script_and_usage_errors():
+def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "defm_ros.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and all(v in out.stdout for v in VERBS)
-    bad = subprocess.run([sys.executable, "-m", "defm_ros.cli", "demo", "--size", "3x"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "size must be" in bad.stderr
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["info", "defm_resnet18", "--size", "abc"], "size must be N or HxW"),
+    (["info", "defm_resnet18", "--size", "10"], "14 <= H, W <= 4096"),
+    (["info", "defm_resnet18", "--size", "0"], "14 <= H, W <= 4096"),
+    (["demo", "--size", "3x"], "size must be N or HxW"),
+    (["demo", "--device", "gpu"], "cpu, cuda or cuda:N"),
+    (["export", "--precision", "bf16"], "invalid choice: 'bf16'"),
+    (["export", "--batch", "0"], "expected a positive integer"),
+    (["extract", "x.mcap", "--out", "o", "--dtype", "float64"], "invalid choice"),
+    (["bench", "-b", "tensorrt"], "backend must be one of"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_are_one_line_with_exit_2(argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and says in err, err
+    assert err.count("\n") == 1 and err.startswith("defm-ros") and "--help" in err and "Traceback" not in err
 
 
 def test_info_lists_the_zoo(capsys):

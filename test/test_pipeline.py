@@ -1,4 +1,5 @@
-"""Newest-frame slots, shape grouping and stream statistics, without a ROS graph."""
+"""Newest-frame slots, shape grouping, stream statistics, the frame processor and the inference loop,
+without a ROS graph (stand-in encoder, inputs and publishers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import time
 
 import numpy as np
 
-from defm_ros.pipeline import LatestFrames, SequenceGaps, StreamStats, group_by_shape
+from defm_ros.inputs import DepthInput, StampPairer
+from defm_ros.pipeline import (
+    Camera,
+    Frame,
+    InferenceLoop,
+    LatestFrames,
+    Processor,
+    SequenceGaps,
+    StreamStats,
+    group_by_shape,
+)
 
 
 def test_only_the_newest_frame_is_kept_and_the_rest_counted():
@@ -72,3 +83,152 @@ def test_input_rate_counts_the_frames_that_never_arrived():
     for k in range(1, 11):
         s.on_input(k / 10, frames=3)  # every third frame of a 30 Hz camera reached the node
     assert abs(s.rate(s.received, 1.0) - 30.0) < 1e-6 and s.total_in == 31
+
+
+class Header:
+    def __init__(self, stamp: int) -> None:
+        self.stamp = stamp
+
+
+class Msg:
+    """A deserialized depth message: 16UC1 rows of `mm`."""
+
+    def __init__(self, mm: np.ndarray, stamp: int, encoding: str = "16UC1") -> None:
+        self.header = Header(stamp)
+        self.height, self.width = mm.shape
+        self.encoding, self.is_bigendian, self.step = encoding, False, mm.shape[1] * 2
+        self.data = mm.astype("<u2").tobytes()
+
+
+class FakeEncoder:
+    """cls = the batch's mean depth per frame; dense = the depth itself; fails on a frame of all 4.242 m."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def encode(self, depth: np.ndarray):
+        self.batches.append(len(depth))
+        if np.isclose(depth, 4.242).all(axis=(1, 2)).any():
+            raise RuntimeError("CUDA out of memory")
+
+        class Out:
+            def numpy(self_inner):
+                return depth.mean(axis=(1, 2))[:, None], depth[:, None]
+
+        return Out()
+
+
+def _processor(cameras: int = 2, stopping: bool = False):
+    inputs = [DepthInput(f"/cam{i}/depth") for i in range(cameras)]
+    stats = [StreamStats() for _ in inputs]
+    published, logs = [], []
+    enc = FakeEncoder()
+    proc = Processor(enc, inputs, stats, deserialize=lambda raw, kind: raw,
+                     publish=lambda f, header, cls, dense, x: published.append((f.camera, header.stamp,
+                                                                                round(float(cls[0]), 4))),
+                     warn=logs.append, error=logs.append, stopping=lambda: stopping)
+    return proc, enc, stats, published, logs
+
+
+def _frame(camera: int, mm: np.ndarray, stamp: int, **kw) -> Frame:
+    return Frame(camera, {"depth": Msg(mm, stamp, **kw)}, received=0.0)
+
+
+def test_processor_batches_equal_sizes_and_publishes_each_frame_with_its_header():
+    proc, enc, stats, published, logs = _processor(3)
+    frames = [_frame(0, np.full((4, 6), 1000), 7), _frame(1, np.full((4, 6), 2000), 8),
+              _frame(2, np.full((8, 6), 3000), 9)]
+    proc.process(frames, {"depth_scale": 0.001})
+    assert enc.batches == [2, 1] and list(proc.batch_sizes) == [2, 1] and len(proc.inference_s) == 2
+    assert sorted(published) == [(0, 7, 1.0), (1, 8, 2.0), (2, 9, 3.0)] and not logs
+    proc.process([_frame(0, np.full((4, 6), 1000), 10)], {"depth_scale": 0.0005})  # runtime parameter change
+    assert published[-1] == (0, 10, 0.5)
+
+
+def test_processor_rejects_bad_frames_and_survives_a_failing_forward_pass():
+    proc, enc, stats, published, logs = _processor(2)
+    proc.process([_frame(0, np.full((4, 6), 1000), 1, encoding="rgb8"), _frame(1, np.full((4, 6), 1000), 2)],
+                 {"depth_scale": 0.001})
+    assert stats[0].rejected == 1 and published == [(1, 2, 1.0)]
+    assert "rejected frame on /cam0/depth: unsupported depth encoding 'rgb8'" in logs[0]
+    proc.process([_frame(0, np.full((4, 6), 4242), 3), _frame(1, np.full((4, 6), 4242), 4)], {"depth_scale": 0.001})
+    assert stats[0].errors == stats[1].errors == 1 and len(published) == 1
+    assert "inference failed, frame dropped: RuntimeError: CUDA out of memory" in logs[-1]
+    proc.process([_frame(0, np.full((4, 6), 1000), 5)], {"depth_scale": 0.001})
+    assert published[-1] == (0, 5, 1.0)
+
+
+def test_processor_counts_a_failing_publish_but_not_during_shutdown():
+    for stopping, errors in ((False, 1), (True, 0)):
+        proc, _, stats, _, logs = _processor(1, stopping=stopping)
+
+        def publish(*args):
+            raise RuntimeError("publisher's context is invalid")
+
+        proc.publish = publish
+        proc.process([_frame(0, np.full((4, 6), 1000), 1)], {"depth_scale": 0.001})
+        assert stats[0].errors == errors and bool(logs) == (not stopping)
+
+
+def test_camera_counts_the_primary_topic_and_pairs():
+    class Paired(DepthInput):
+        def __init__(self) -> None:
+            super().__init__("/cam/depth")
+            self.pairer = StampPairer(("depth", "color"))
+
+        def pair(self, role, msg):
+            return self.pairer.put(role, msg[0], msg)
+
+    cam = Camera(Paired(), pubs={}, gate=None)
+    assert cam.arrived("color", (5, "c"), None, 1.0) is None and cam.stats.total_in == 0
+    assert cam.arrived("depth", (5, "d"), 10, 1.1) == {"depth": (5, "d"), "color": (5, "c")}
+    assert cam.arrived("depth", (6, "d"), 13, 1.2) is None
+    assert cam.stats.total_in == 1 + 3 and cam.sequences.dropped == 2  # 11 and 12 never arrived
+    assert cam.reliability is None
+    cam.subs["depth"] = (object(), "reliable")
+    assert cam.reliability == "reliable"
+
+
+class Gate:
+    closed = False
+
+
+def test_inference_loop_gates_cameras_during_a_batch_and_pauses_cleanly():
+    seen_closed, processed = [], []
+    cams = [Camera(DepthInput("/a"), {}, Gate()), Camera(DepthInput("/b"), {}, Gate())]
+    cams[0].sequences.observe(1)  # only cameras whose publisher numbers frames are gated
+
+    class Proc:
+        def process(self, frames, p):
+            seen_closed.append([c.gate.closed for c in cams])
+            processed.append([f.msg for f in frames])
+            time.sleep(0.2)
+
+    wakes = []
+    loop = InferenceLoop(wake=lambda: wakes.append(1))
+    frames = LatestFrames(2)
+    t = threading.Thread(target=loop.run, args=(lambda: {"batch_window_ms": 0.0}, lambda: True))
+    t.start()
+    frames.put(0, "x")
+    time.sleep(0.3)
+    assert processed == []  # not resumed: nothing is taken
+    loop.resume(frames, Proc(), cams)
+    assert _wait(lambda: processed == [["x"]])
+    frames.put(1, "y")  # arrives while the first batch is in flight
+    loop.pause()  # returns after the batch in flight; the parked frame is let go
+    frames.put(0, "z")
+    time.sleep(0.3)
+    assert processed == [["x"]] and seen_closed == [[True, False]]
+    assert all(not c.gate.closed for c in cams) and wakes == [1]
+    loop.stop()
+    t.join(2)
+    assert not t.is_alive()
+
+
+def _wait(pred, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()

@@ -1,0 +1,125 @@
+"""Encoder: options checked once, downgrades said out loud (or refused), random weights, cropping to the
+valid dense map, per-call depth mode, and the lazy open/close a lifecycle node uses."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from defm_ros import Encoder
+from defm_ros.backends import DeviceUnavailableError
+from defm_ros.encoder import RANDOM_WARNING
+from defm_ros.normalize import InputGeometry, normalize_depth
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the downgrade path needs a machine without CUDA")
+
+
+def _enc(model: str = "defm_resnet18", seed: int = 0, **kw) -> Encoder:
+    torch.manual_seed(seed)
+    return Encoder(model, weights="random", **kw)
+
+
+def _depth(b: int = 2, h: int = 60, w: int = 80) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.3, 8.0, (b, h, w)).astype(np.float32)
+
+
+def test_random_weights_say_so_everywhere(caplog):
+    with caplog.at_level(logging.WARNING, logger="defm_ros"):
+        info = _enc().info
+    assert info["random_weights"] and info["weights"] == "random" and info["checkpoint_sha256"] == ""
+    assert RANDOM_WARNING in info["warnings"] and RANDOM_WARNING in caplog.text
+
+
+@no_cuda
+def test_cuda_without_a_gpu_is_downgraded_loudly(caplog):
+    with caplog.at_level(logging.WARNING, logger="defm_ros"):
+        enc = _enc(device="cuda")
+    assert enc.device == torch.device("cpu") and enc.info["device"] == "cpu"
+    assert any("CUDA is not available" in w for w in enc.info["warnings"]) and "CUDA is not available" in caplog.text
+    assert enc.encode(_depth()).cls.shape == (2, 512)
+
+
+@no_cuda
+def test_strict_refuses_the_downgrade_at_open():
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+        _enc(device="cuda", strict=True)
+    enc = _enc(device="cuda", strict=True, lazy=True)  # weights load fine; the device is activate's business
+    with pytest.raises(DeviceUnavailableError):
+        enc.open()
+    assert enc.backend is None
+
+
+def test_precision_downgrade_and_bf16_on_cpu():
+    fp16 = _enc(precision="fp16")
+    assert fp16.info["precision"] == "fp32" and any("fp16" in w for w in fp16.info["warnings"])
+    bf16 = _enc(precision="bf16")
+    out = bf16.encode(_depth())
+    assert bf16.info["precision"] == "bf16" and out.cls.dtype == torch.float32
+    ref = _enc().encode(_depth())
+    assert (out.dense - ref.dense).abs().max() < 0.25  # bf16 keeps 8 bits of mantissa
+
+
+@pytest.mark.parametrize(("model", "size", "padded", "dense"), [
+    ("defm_resnet18", (200, 300), (224, 320), (13, 19)),  # CNN: pad to 32, crop the map to ceil(size / 16)
+    ("defm_vit_s14", (230, 300), (224, 294), (16, 21)),  # ViT: crop the input to multiples of 14
+])
+def test_dense_map_is_cropped_to_the_valid_region(model, size, padded, dense):
+    enc = _enc(model, input_size=size)
+    assert tuple(enc.info["padded_size"]) == padded and tuple(enc.info["dense_size"]) == dense
+    out = enc.encode(_depth())
+    assert out.dense.shape[-2:] == dense
+    x = normalize_depth(torch.from_numpy(_depth()), InputGeometry(enc.geometry.resize, enc.geometry.padded))
+    _, full = enc.backend.run(x)  # the network's whole (padded) map: the crop is its top-left corner
+    assert torch.equal(full[:, :, : dense[0], : dense[1]], out.dense)
+
+
+def test_per_call_depth_mode_leaves_the_encoder_as_it_was():
+    rel = _depth().clip(0, 1)
+    enc, ref = _enc(), _enc(depth_mode="relative")
+    assert torch.allclose(enc.encode(rel, depth_mode="relative").dense, ref.encode(rel).dense, atol=1e-6)
+    assert enc.depth_mode == "metric" and not torch.allclose(enc.encode(rel).dense, ref.encode(rel).dense)
+    with pytest.raises(ValueError, match="depth_mode"):
+        enc.encode(rel, depth_mode="inverse")
+
+
+def test_numpy_torch_single_and_batched_inputs_agree():
+    enc, d = _enc(), _depth()
+    batch = enc.encode(d)
+    assert torch.allclose(enc.encode(torch.from_numpy(d)).cls, batch.cls)
+    assert torch.allclose(enc.encode(d[1]).cls[0], batch.cls[1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(B, H, W\)"):
+        enc.encode(d[None])
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"model": "defm_resnet19"}, "unknown model"),
+    ({"backend": "tensorrt"}, "backend must be one of"),
+    ({"precision": "fp64"}, "precision must be one of"),
+    ({"backend": "onnxruntime", "precision": "bf16"}, r"precision must be one of \['fp32', 'fp16'\]"),
+    ({"dense_level": "P6"}, "dense_level must be one of"),
+    ({"depth_mode": "inverse"}, "depth_mode must be one of"),
+    ({"device": "gpu"}, "cpu, cuda or cuda:N"),
+    ({"input_size": (10, 224)}, "14 <= H, W <= 4096"),
+    ({"weights": "model.onnx"}, "run it with backend onnxruntime"),
+])
+def test_bad_options_are_refused_before_anything_loads(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Encoder(**{"weights": "random", **kwargs})
+
+
+def test_lazy_open_close_reopen():
+    enc = _enc(lazy=True)
+    assert enc.backend is None and enc.info["backend"] == "torch"
+    with pytest.raises(RuntimeError, match="closed"):
+        enc.encode(_depth())
+    enc.open()
+    first = enc.encode(_depth())
+    enc.open()  # idempotent
+    enc.close()
+    assert enc.backend is None and next(enc.net.parameters()).device.type == "cpu"
+    enc.open()
+    assert torch.equal(enc.encode(_depth()).dense, first.dense)
