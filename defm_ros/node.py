@@ -269,7 +269,8 @@ class DefmNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         now, arr = time.monotonic(), DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        statuses = [] if self.encoder else [node_status(self.get_fully_qualified_name(), self.state, self.failure)]
+        failed = self.encoder is None or self.failure is not None  # unconfigured, or the last transition failed
+        statuses = [node_status(self.get_fully_qualified_name(), self.state, self.failure)] if failed else []
         for i, c in enumerate(self.cameras):
             counters = StreamCounters(c.stats, c.sequences, self.frames.dropped[i], c.reliability)
             statuses.append(stream_status(c.source.topics[0].name, self.state, counters, now,

@@ -42,6 +42,12 @@ def start_node(params: dict, remaps: dict | None = None, extra_env: dict | None 
 
 
 def start_camera(topic: str, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+    """The fixture camera plays the shared real frames: without them, the calling test skips (says why)."""
+    from defm_ros.sample_data import data_root
+
+    if data_root() is None:
+        pytest.skip("the fixture camera plays ../shared/data/rgbd_examples, which is not here "
+                    "(set DEFM_ROS_DATA or keep ../shared/data beside the clone)")
     env = ros_env()
     env.update(extra_env or {})
     return subprocess.Popen([sys.executable, str(FIXTURES / "depth_publisher.py"), topic, *args], cwd=ROOT, env=env)

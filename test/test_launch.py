@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from defm_ros.launch_config import PROFILE_ENV, node_launch
+from defm_ros.launch_config import LAUNCH_ARGS, PROFILE_ENV, node_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +19,34 @@ def test_presets_point_at_the_drivers_default_topics(camera, topic):
     spec = node_launch(ROOT, camera=camera, model="defm_vit_s14", device="cuda", environ={})
     preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
     assert preset["depth_topic"] == topic
-    assert spec.parameters[-1] == {"model": "defm_vit_s14", "weights": "", "backend": "torch", "device": "cuda"}
+    assert spec.parameters[-1] == {"model": "defm_vit_s14", "weights": "", "backend": "torch", "device": "cuda",
+                                   "autostart": True}
     assert spec.env == {PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")}
 
 
 def test_user_profile_and_custom_camera_are_respected():
     spec = node_launch(ROOT, camera="custom", depth_topic="/my/depth", environ={PROFILE_ENV: "/etc/mine.xml"})
     assert spec.env == {} and spec.parameters == [{"model": "defm_resnet18", "weights": "", "backend": "torch",
-                                                   "device": "cpu", "depth_topic": "/my/depth"}]
+                                                   "device": "cpu", "autostart": True, "depth_topic": "/my/depth"}]
     with pytest.raises(ValueError, match="camera must be one of"):
         node_launch(ROOT, camera="kinect")
+    with pytest.raises(ValueError, match="unknown launch arguments"):
+        node_launch(ROOT, modle="defm_vit_s14")
+    with pytest.raises(ValueError, match="autostart must be true or false"):
+        node_launch(ROOT, autostart="yes")
+
+
+def test_autostart_false_reaches_the_node():
+    spec = node_launch(ROOT, autostart="false", large_data_profile="False", environ={})
+    assert spec.parameters[-1]["autostart"] is False and spec.env == {}
+
+
+def test_launch_defaults_are_the_nodes():
+    from defm_ros.node_params import PARAMS
+
+    for name in ("model", "weights", "backend", "device"):
+        assert LAUNCH_ARGS[name][0] == PARAMS[name][0], name
+    assert LAUNCH_ARGS["autostart"][0] == str(PARAMS["autostart"][0]).lower()
 
 
 def test_a_user_profile_under_either_name_wins_in_launch_and_node():
@@ -54,8 +72,11 @@ def test_preset_values_pass_the_nodes_validation():
 
 
 def test_launch_file_declares_the_documented_arguments():
+    """The launch file declares LAUNCH_ARGS, starts a lifecycle node, and passes every argument on."""
+    assert {"camera", "model", "weights", "backend", "device", "namespace", "autostart"} <= set(LAUNCH_ARGS)
     tree = ast.parse((ROOT / "launch" / "defm.launch.py").read_text())
-    args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
-    names = {k.value for k in args.value.keys}
-    assert {"camera", "model", "weights", "backend", "device", "namespace"} <= names
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert {"LAUNCH_ARGS", "node_launch", "LifecycleNode", "DeclareLaunchArgument"} <= names
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"{name}:=" in readme for name in LAUNCH_ARGS), [n for n in LAUNCH_ARGS if f"{n}:=" not in readme]

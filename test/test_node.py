@@ -23,7 +23,7 @@ BASE = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [224
 
 
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "compressed"])
-def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path):
+def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path, shared_data):
     import torch
 
     from defm_ros.models import build_model
@@ -98,7 +98,7 @@ def _set(probe, client, name, value):
     return future.result().results[0], time.monotonic() - t
 
 
-def test_parameters_answer_during_inference_and_bad_values_are_refused(probe):
+def test_parameters_answer_during_inference_and_bad_values_are_refused(probe, shared_data):
     """A heavy model under a 30 Hz stream: parameter calls are still answered at once."""
     node = start_node({"model": "defm_resnet50", "weights": "random", "input_size": [320, 320]},
                       {"~/depth": "/busy/depth"})
@@ -122,7 +122,7 @@ def test_parameters_answer_during_inference_and_bad_values_are_refused(probe):
         stop(node)
 
 
-def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path):
+def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path, shared_data):
     """The node runs an exported ONNX file alone; its info names the providers actually used."""
     import torch
 

@@ -9,7 +9,7 @@ import pytest
 
 from .rosgraph import FIXTURES, NODE, ROOT, start_camera, start_node, stop
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.usefixtures("shared_data")]  # the camera plays it
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
