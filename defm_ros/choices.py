@@ -11,12 +11,17 @@ from collections.abc import Sequence
 
 DEFAULT_MODEL = "defm_resnet18"
 BACKENDS = ("torch", "onnxruntime")
+DEFAULT_BACKEND = "torch"
+DEFAULT_DEVICE = "cpu"
 PRECISIONS = ("fp32", "fp16", "bf16")
 ONNX_PRECISIONS = ("fp32", "fp16")  # what an exported graph can hold; bf16 runs in torch only
+DEFAULT_PRECISION = "fp32"
 DENSE_LEVELS = {"P3": 8, "P4": 16, "P5": 32}  # BiFPN level -> stride of the CNN dense map
 DEFAULT_DENSE_LEVEL = "P4"
 DEPTH_MODES = ("metric", "relative")
-OUTPUT_DTYPES = ("float32", "float16")
+DEFAULT_DEPTH_MODE = "metric"
+OUTPUT_DTYPES = ("float32", "float16")  # feature message precision: 32FC<C> or 16FC<C>
+DEFAULT_DTYPE = "float32"
 TRANSPORTS = ("raw", "compressedDepth")
 RELIABILITIES = ("auto", "reliable", "best_effort")
 DEFAULT_INPUT_SIZE = (224, 224)

@@ -22,9 +22,13 @@ from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_
 from .backends.torch_backend import TorchBackend
 from .choices import (
     BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_DENSE_LEVEL,
+    DEFAULT_DEPTH_MODE,
+    DEFAULT_DEVICE,
     DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
+    DEFAULT_PRECISION,
     DEPTH_MODES,
     ONNX_PRECISIONS,
     PRECISIONS,
@@ -66,12 +70,12 @@ class Encoder:
         self,
         model: str = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
-        backend: str = "torch",
-        device: str = "cpu",
+        backend: str = DEFAULT_BACKEND,
+        device: str = DEFAULT_DEVICE,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         dense_level: str = DEFAULT_DENSE_LEVEL,
-        depth_mode: str = "metric",
+        depth_mode: str = DEFAULT_DEPTH_MODE,
         *,
         strict: bool = False,
         lazy: bool = False,
@@ -200,7 +204,7 @@ class Encoder:
         return Features(cls, dense[:, :, :h, :w])
 
     def export_onnx(self, path: str | os.PathLike, *, camera_size: tuple[int, int] | None = None,
-                    batch: int | None = 1, precision: str = "fp32", check: bool = True) -> dict[str, Any]:
+                    batch: int | None = 1, precision: str = DEFAULT_PRECISION, check: bool = True) -> dict[str, Any]:
         """Write this encoder's network (and with `camera_size` its preprocessing) to an ONNX file plus
         its sidecar; see backends/onnx_file.export_onnx. Returns the sidecar."""
         if self.net is None:

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .choices import DEFAULT_BACKEND, DEFAULT_DEPTH_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from .normalize import MAX_DEPTH_C1, MAX_DEPTH_C2, MEAN, STD
 
 
@@ -21,13 +22,13 @@ class StreamInfo:
     dense_channels: int
     dense_size: tuple[int, int]
     cls_channels: int
-    depth_mode: str = "metric"
+    depth_mode: str = DEFAULT_DEPTH_MODE
     weights: str = ""
     checkpoint_sha256: str = ""
     random_weights: bool = False
-    backend: str = "torch"
-    device: str = "cpu"
-    precision: str = "fp32"
+    backend: str = DEFAULT_BACKEND
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
     providers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     normalization: dict[str, Any] = field(

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .choices import BACKENDS, DEFAULT_MODEL
+from .choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL
 from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
 
 CAMERA_PRESETS = {"realsense": "realsense.yaml", "zed": "zed.yaml", "custom": None}
@@ -19,8 +19,8 @@ LAUNCH_ARGS = {
     "camera": ("realsense", " | ".join(CAMERA_PRESETS) + " (custom: set depth_topic or params_file)"),
     "model": (DEFAULT_MODEL, "DeFM variant (defm-ros info lists them)"),
     "weights": ("", "checkpoint path; empty: models/, HF cache, Hub"),
-    "backend": ("torch", " | ".join(BACKENDS)),
-    "device": ("cpu", "cpu | cuda | cuda:N"),
+    "backend": (DEFAULT_BACKEND, " | ".join(BACKENDS)),
+    "device": (DEFAULT_DEVICE, "cpu | cuda | cuda:N"),
     "namespace": ("", "node namespace"),
     "depth_topic": ("", "override the preset's depth topic"),
     "params_file": ("", "extra parameter file (e.g. config/multi_camera.yaml)"),

@@ -30,7 +30,7 @@ from std_msgs.msg import String
 from .diagnostics import StreamCounters, node_status, stream_status
 from .features import feature_msgs
 from .inputs import camera_inputs
-from .node_params import PARAMS, RUNTIME, check_all, check_value, descriptor
+from .node_params import PARAMS, RUNTIME, check_all, descriptor, refusal
 from .pipeline import Camera, InferenceLoop, LatestFrames, Processor
 from .reliability import follow_publishers
 from .runner import Parts, forward_logs, run
@@ -167,13 +167,7 @@ class DefmNode(LifecycleNode):
         self._release()
         return OK
 
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return OK
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return OK
+    on_shutdown = on_error = on_cleanup  # error processing frees everything too, back to unconfigured
 
     def _release(self) -> None:
         self._deactivate()
@@ -193,18 +187,10 @@ class DefmNode(LifecycleNode):
 
     # --- parameters -------------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name not in PARAMS:
-                continue
-            if param.name not in RUNTIME and self.state != "unconfigured":
-                return SetParametersResult(successful=False, reason=(
-                    f"{param.name} is read-only while the node is {self.state}: it is read at configure; "
-                    f"deactivate and clean up first (ros2 lifecycle set {self.get_fully_qualified_name()} cleanup)"))
-            if (why := check_value(param.name, param.value)) is not None:
-                return SetParametersResult(successful=False, reason=why)
-        for param in params:
-            if param.name in RUNTIME:
-                self.p[param.name] = param.value
+        changes = [(p.name, p.value) for p in params if p.name in PARAMS]
+        if why := refusal(changes, self.state, self.get_fully_qualified_name()):
+            return SetParametersResult(successful=False, reason=why)
+        self.p.update((name, value) for name, value in changes if name in RUNTIME)
         return SetParametersResult(successful=True)
 
     # --- input ------------------------------------------------------------------------------------
@@ -261,9 +247,7 @@ class DefmNode(LifecycleNode):
         c = self.cameras[frame.camera]
         for kind, msg in msgs.items():
             c.pubs[kind].publish(msg)
-        now = time.monotonic()
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        c.stats.on_output(now, now - frame.received, self.get_clock().now().nanoseconds * 1e-9 - stamp)
+        c.published(frame, header.stamp.sec + header.stamp.nanosec * 1e-9, self.get_clock().now().nanoseconds * 1e-9)
 
     # --- diagnostics ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -14,9 +14,14 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from .choices import (
     BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_DENSE_LEVEL,
+    DEFAULT_DEPTH_MODE,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
     DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
+    DEFAULT_PRECISION,
     DENSE_LEVELS,
     DEPTH_MODES,
     OUTPUT_DTYPES,
@@ -33,14 +38,14 @@ PARAMS = {
     "autostart": (True, "configure and activate at start-up; false: wait for the lifecycle services", None),
     "model": (DEFAULT_MODEL, "DeFM variant (see `defm-ros info`)", None),
     "weights": ("", "checkpoint .pth / exported .onnx; empty: models/, HF cache, Hub; 'random' for smoke tests", None),
-    "backend": ("torch", "inference backend", BACKENDS),
-    "device": ("cpu", "cpu, cuda or cuda:N; preprocessing runs there too", None),
+    "backend": (DEFAULT_BACKEND, "inference backend", BACKENDS),
+    "device": (DEFAULT_DEVICE, "cpu, cuda or cuda:N; preprocessing runs there too", None),
     "strict_device": (False, "fail activation instead of falling back (loudly) to the CPU when the device, "
                       "provider or precision is not available", None),
-    "precision": ("fp32", "compute precision", PRECISIONS),
+    "precision": (DEFAULT_PRECISION, "compute precision", PRECISIONS),
     "input_size": (list(DEFAULT_INPUT_SIZE), "[H, W] the depth image is resized to", None),
     "dense_level": (DEFAULT_DENSE_LEVEL, "BiFPN level for CNN dense maps (stride 8/16/32)", tuple(DENSE_LEVELS)),
-    "depth_mode": ("metric", "metric depth, or relative (monocular estimates)", DEPTH_MODES),
+    "depth_mode": (DEFAULT_DEPTH_MODE, "metric depth, or relative (monocular estimates)", DEPTH_MODES),
     "depth_scale": (0.001, "metres per unit of 16-bit depth (RealSense: 0.001)", (1e-6, 1.0)),
     "depth_topic": ("~/depth", "single-camera input topic (remappable)", None),
     "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic>", None),
@@ -49,7 +54,7 @@ PARAMS = {
     "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers", RELIABILITIES),
     "threads": (0, "torch CPU threads for inference; 0: torch's default (one per core). 1 stays steady when "
                 "other processes share the cores", (0, 256)),
-    "output_dtype": ("float32", "feature message precision (32FC<C> or 16FC<C>)", OUTPUT_DTYPES),
+    "output_dtype": (DEFAULT_DTYPE, "feature message precision (32FC<C> or 16FC<C>)", OUTPUT_DTYPES),
     "publish_pca": (False, "also publish ~/features/pca (rgb8) for RViz/Foxglove", None),
     "batch_window_ms": (5.0, "multi-camera: wait this long for the other cameras' frames", (0.0, 200.0)),
     "stale_warn_s": (1.0, "diagnostics WARN after this long without input", (0.01, 3600.0)),
@@ -96,3 +101,15 @@ def check_all(p: Mapping[str, Any]) -> list[str]:
     if p["stale_warn_s"] >= p["stale_error_s"]:
         problems.append("stale_warn_s must be smaller than stale_error_s")
     return problems
+
+
+def refusal(changes: list[tuple[str, Any]], state: str, node: str = "/defm_node") -> str | None:
+    """Why a set_parameters call is refused, or None: a bad value, or a parameter that shapes the model
+    (read at configure) while the node is configured."""
+    for name, value in changes:
+        if name not in RUNTIME and state != "unconfigured":
+            return (f"{name} is read-only while the node is {state}: it is read at configure; deactivate and "
+                    f"clean up first (ros2 lifecycle set {node} cleanup)")
+        if (why := check_value(name, value)) is not None:
+            return why
+    return None

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import DEPTH_MODES, check_choice
+from .choices import DEFAULT_DEPTH_MODE, DEPTH_MODES, check_choice
 from .resize import BandedResize
 
 MEAN = (0.248880, 0.495620, 0.492858)
@@ -57,7 +57,7 @@ def relative_to_pseudo_metric(depth: torch.Tensor) -> torch.Tensor:
 def normalize_depth(
     depth: torch.Tensor,
     geometry: InputGeometry,
-    mode: str = "metric",
+    mode: str = DEFAULT_DEPTH_MODE,
 ) -> torch.Tensor:
     """Depth (H, W) or (B, H, W) in metres -> normalized model input (B, 3, *geometry.padded)."""
     if depth.dim() == 2:
@@ -103,7 +103,7 @@ class GraphNormalize(nn.Module):
     spent 5-6 ms per 640x480 frame on dense ones, more than the rest of the graph).
     """
 
-    def __init__(self, camera_size: tuple[int, int], geometry: InputGeometry, mode: str = "metric") -> None:
+    def __init__(self, camera_size: tuple[int, int], geometry: InputGeometry, mode: str = DEFAULT_DEPTH_MODE) -> None:
         super().__init__()
         self.geometry, self.relative = geometry, check_choice("depth_mode", mode, DEPTH_MODES) == "relative"
         self.resize = BandedResize(camera_size, geometry.resize)
@@ -124,7 +124,7 @@ class DepthPreprocess:
     """
 
     geometry: InputGeometry
-    mode: str = "metric"
+    mode: str = DEFAULT_DEPTH_MODE
     input_name: ClassVar[str] = "depth"
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:

@@ -152,6 +152,11 @@ class Camera:
             self.stats.on_input(now, self.sequences.observe(seq))
         return self.source.pair(role, msg)
 
+    def published(self, frame: Frame, stamp_s: float, clock_s: float) -> None:
+        """A frame's features went out: latency from receipt (monotonic) and from its stamp (node clock)."""
+        now = time.monotonic()
+        self.stats.on_output(now, now - frame.received, clock_s - stamp_s)
+
     @property
     def reliability(self) -> str | None:
         return next((r for _, r in self.subs.values()), None)

@@ -75,3 +75,10 @@ def test_demo_writes_pca_images_and_says_weights_are_random(shared_data, tmp_pat
 def test_demo_without_inputs_fails_clearly(tmp_path, capsys):
     assert main(["demo", str(tmp_path)]) == 2
     assert "no depth PNGs" in capsys.readouterr().err
+
+
+def test_bench_has_options_for_every_backend():
+    from defm_ros.choices import BACKENDS
+    from defm_ros.cli.bench import BACKEND_OPTIONS
+
+    assert tuple(BACKEND_OPTIONS) == BACKENDS

@@ -9,7 +9,7 @@ import pytest
 
 from .rosgraph import FIXTURES, NODE, ROOT, start_camera, start_node, stop
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.usefixtures("shared_data")]  # the camera plays it
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -46,7 +46,7 @@ def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, co
 
 @pytest.mark.parametrize("qos, env", [("reliable", None), ("best_effort", PROFILE)],
                          ids=["reliable", "best_effort+profile"])
-def test_no_frame_lost_in_transport_at_30hz(probe, qos, env):
+def test_no_frame_lost_in_transport_at_30hz(probe, qos, env, shared_data):
     """640x480 16UC1 at 30 Hz; a small input size and one torch thread keep the model ahead of the camera
     even when other processes share the two cores (two OpenMP threads stall when one core is taken).
 
@@ -64,12 +64,32 @@ def test_no_frame_lost_in_transport_at_30hz(probe, qos, env):
 
 
 def test_best_effort_publisher_without_profile_still_connects(probe):
-    stamps, diag, log = _run_stream(probe, "/t_be/depth", ["--rate", "10", "--qos", "best_effort"], count=30)
-    assert stamps, log  # the subscription matched; large frames may be lost, as SPEC §6 explains
-    assert diag["input_reliability"] == "best_effort"
+    """A best-effort camera (no large-data profile) is matched and served. Its 614 KB frames mostly do
+    not arrive (SPEC §6), so this camera sends small ones: what is tested is the match, not Fast DDS."""
+    import numpy as np
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    topic = "/t_be/depth"
+    node = start_node(FAST, {"~/depth": topic})
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    pub = probe.node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    mm = np.full((48, 64), 1500, np.uint16)
+    frame = Image(height=48, width=64, encoding="16UC1", step=128, data=mm.tobytes())
+    try:
+        assert probe.wait_for(lambda: pub.get_subscription_count() > 0, 60), "no subscription matched"
+        for k in range(40):
+            frame.header.stamp.sec = 1000 + k
+            pub.publish(frame)
+            time.sleep(0.1)
+        assert probe.wait_for(lambda: len(dense) >= 10, 10), stop(node)[1]
+    finally:
+        code, log = stop(node)
+        probe.node.destroy_publisher(pub)
+    assert _diag(diags, topic)["input_reliability"] == "best_effort"
 
 
-def test_best_effort_subscriber_receives_large_dense_maps(probe):
+def test_best_effort_subscriber_receives_large_dense_maps(probe, shared_data):
     """A ViT-S dense map at 224x308 is 540 KB; the node's own large-data profile gets it across."""
     topic = "/t_vit/depth"
     node = start_node({"model": "defm_vit_s14", "weights": "random", "input_size": [224, 308]}, {"~/depth": topic})
@@ -89,7 +109,7 @@ def test_best_effort_subscriber_receives_large_dense_maps(probe):
 
 
 @pytest.mark.parametrize("rclpy_kind", ["message_info", "humble"])
-def test_overload_drops_instead_of_queueing(probe, rclpy_kind):
+def test_overload_drops_instead_of_queueing(probe, rclpy_kind, shared_data):
     """Frames arrive faster than the model runs: only the newest is processed; latency stays bounded.
 
     "humble": the node as on an rclpy whose callbacks get no message info (the publisher's sequence
@@ -120,7 +140,7 @@ def test_overload_drops_instead_of_queueing(probe, rclpy_kind):
     assert median > 0
 
 
-def test_multi_camera_batched_per_camera_outputs(probe, tmp_path):
+def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
     import torch
 
     from defm_ros import Encoder
@@ -155,7 +175,7 @@ def test_multi_camera_batched_per_camera_outputs(probe, tmp_path):
     assert float(_diag(diags, "/front/depth")["mean_batch_size"]) > 1.5
 
 
-def test_sim_time_replay_keeps_input_stamps(probe):
+def test_sim_time_replay_keeps_input_stamps(probe, shared_data):
     clock_pub = probe.node.create_publisher(Clock, "/clock", 10)
     clock = Clock()
     clock.clock.sec = 1005

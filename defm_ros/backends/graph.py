@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..choices import ONNX_PRECISIONS, check_choice
+from ..choices import DEFAULT_PRECISION, ONNX_PRECISIONS, check_choice
 from ..info import StreamInfo
 from .base import Preprocess
 
@@ -70,7 +70,8 @@ def _fixed_pos_embed(net: nn.Module, info: StreamInfo) -> Iterator[None]:
         del net._pos_embed
 
 
-def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None, precision: str = "fp32") -> Any:
+def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None,
+                  precision: str = DEFAULT_PRECISION) -> Any:
     """The network (on the CPU, fp32) alone: `input` (B, 3, *padded) -> `cls`, `dense`; batch None: dynamic.
 
     fp16 traces a half copy, so `net` keeps its fp32 weights.

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_PRECISION
 from ..info import StreamInfo
 from ..sample_data import sample_depth
 from .base import Preprocess
@@ -53,7 +54,7 @@ def tolerance(precision: str, reference_max_abs: float) -> float:
     return FP32_TOLERANCE
 
 
-def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = "fp32",
+def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = DEFAULT_PRECISION,
                 camera_size: tuple[int, int] | None = None, batch: int | None = None) -> dict[str, Any]:
     """Run `model` (a ModelProto) in ONNX Runtime on real frames; compare with `net` (CPU, fp32).
 
@@ -132,7 +133,7 @@ def export_onnx(
     *,
     camera_size: tuple[int, int] | None = None,
     batch: int | None = 1,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     check: bool = True,
 ) -> dict[str, Any]:
     """Write `net` (weights loaded, described by `info`, fed by `prep`) to `path` plus its sidecar.

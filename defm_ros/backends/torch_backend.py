@@ -8,6 +8,7 @@ import logging
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_PRECISION
 from .base import Backend, BackendReport, DeviceUnavailableError
 
 log = logging.getLogger("defm_ros")
@@ -27,7 +28,7 @@ class TorchBackend(Backend):
         self,
         model: nn.Module,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         channels_last: bool = False,
         compile: bool = False,
         strict: bool = False,

@@ -25,7 +25,7 @@ import numpy as np
 
 from .common import CliError, add_device_option, add_model_options, size_type
 
-BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}
+BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per choices.BACKENDS
 
 
 def backend_spec(text: str) -> tuple[str, dict[str, bool]]:

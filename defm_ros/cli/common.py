@@ -6,8 +6,10 @@ import argparse
 
 from ..choices import (
     DEFAULT_DENSE_LEVEL,
+    DEFAULT_DEVICE,
     DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
+    DEFAULT_PRECISION,
     DENSE_LEVELS,
     PRECISIONS,
     check_device,
@@ -59,9 +61,10 @@ def add_model_options(p: argparse.ArgumentParser, precisions: tuple[str, ...] = 
                    help="checkpoint .pth (default: models/, HF cache, Hub), or 'random' for smoke runs")
     p.add_argument("--size", type=size_type, default=DEFAULT_INPUT_SIZE,
                    help=f"network input size N or HxW (default {DEFAULT_INPUT_SIZE[0]})")
-    p.add_argument("--precision", default="fp32", choices=list(precisions))
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=list(precisions))
     p.add_argument("--dense-level", default=DEFAULT_DENSE_LEVEL, choices=list(DENSE_LEVELS), help="CNN dense level")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=device_type, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--device", type=device_type, default=DEFAULT_DEVICE,
+                   help=f"cpu, cuda or cuda:N (default {DEFAULT_DEVICE})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import DEPTH_MODES, ONNX_PRECISIONS
+from ..choices import DEFAULT_DEPTH_MODE, DEPTH_MODES, ONNX_PRECISIONS
 from .common import CliError, add_model_options, positive_int, size_type
 
 
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, precisions=ONNX_PRECISIONS)  # weights and activations; inputs and outputs stay float32
     p.add_argument("--camera-size", type=size_type, default=None, metavar="HxW",
                    help="put the normalization in the graph for raw depth of this size, e.g. 480x640")
-    p.add_argument("--depth-mode", default="metric", choices=list(DEPTH_MODES),
+    p.add_argument("--depth-mode", default=DEFAULT_DEPTH_MODE, choices=list(DEPTH_MODES),
                    help="normalization put in the graph (with --camera-size)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size (default 1)")

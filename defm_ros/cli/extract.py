@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..choices import BACKENDS, OUTPUT_DTYPES
+from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DTYPE, OUTPUT_DTYPES
 from .common import CliError, add_device_option, add_model_options, positive_int
 
 log = logging.getLogger("defm_ros")
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", action="store_true", help="also write OUT/<name>_dataset/ for training")
     p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
-    p.add_argument("--dtype", choices=list(OUTPUT_DTYPES), default="float32",
+    p.add_argument("--dtype", choices=list(OUTPUT_DTYPES), default=DEFAULT_DTYPE,
                    help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per unit of 16UC1/mono16 depth (default 0.001: millimetres)")
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_options(p)
     add_device_option(p)
-    p.add_argument("--backend", default="torch", choices=list(BACKENDS))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import OUTPUT_DTYPES, check_choice
+from ..choices import DEFAULT_DTYPE, OUTPUT_DTYPES, check_choice
 from ..depth_codecs import decode_depth
 from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
 from .source import BagReadError, BagSource, find_depth_topics
@@ -164,7 +164,7 @@ def extract_bag(
     write_bag: bool = True,
     dataset: bool = False,
     batch: int = 8,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_DTYPE,
     depth_scale: float = 0.001,
     resume: bool = False,
     overwrite: bool = False,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import DEFAULT_DTYPE
 from ..features import encoding_for, to_hwc_bytes
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame
@@ -104,7 +105,7 @@ class FeatureBag:
     """The §5 feature topics per input topic, at the input's log times, in a rosbag2 mcap folder."""
 
     def __init__(self, path: Path, info: dict[str, Any], fingerprint: dict[str, Any], source: str,
-                 dtype: str = "float32", segment_frames: int = 1000) -> None:
+                 dtype: str = DEFAULT_DTYPE, segment_frames: int = 1000) -> None:
         from rosbags.typesys import Stores, get_typestore
 
         self.path, self.info, self.fingerprint, self.source = Path(path), info, fingerprint, source
@@ -278,7 +279,7 @@ class FeatureDataset:
     dense (N, C, h, w), in atomically written chunks; dataset.json holds the stream info."""
 
     def __init__(self, path: Path, info: dict[str, Any], fingerprint: dict[str, Any], source: str,
-                 dtype: str = "float32", chunk_frames: int = 256) -> None:
+                 dtype: str = DEFAULT_DTYPE, chunk_frames: int = 256) -> None:
         self.path, self.info, self.fingerprint, self.source = Path(path), info, fingerprint, source
         self.dtype = np.dtype(dtype)
         self.chunk_frames = chunk_frames
