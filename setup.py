@@ -16,7 +16,7 @@ setup(
         (f"share/{PACKAGE}/models", ["models/README.md"]),
     ],
     install_requires=["setuptools", "numpy", "pillow"],
-    extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm"],
+    extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm", "safetensors"],
                     "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap", "filelock"]},
     python_requires=">=3.10",
     zip_safe=True,

@@ -22,7 +22,8 @@ DEPTH_MODES = ("metric", "relative")
 DEFAULT_DEPTH_MODE = "metric"
 OUTPUT_DTYPES = ("float32", "float16")  # feature message precision: 32FC<C> or 16FC<C>
 DEFAULT_DTYPE = "float32"
-TRANSPORTS = ("raw", "compressedDepth")
+TRANSPORTS = ("raw", "compressedDepth", "compressed")  # image_transport: compressedDepth for depth, compressed
+# (JPEG/PNG) for colour
 RELIABILITIES = ("auto", "reliable", "best_effort")
 DEFAULT_INPUT_SIZE = (224, 224)
 INPUT_SIDE = (14, 4096)  # one ViT patch .. larger than any depth camera

@@ -1,4 +1,8 @@
-"""Encoder: depth in metres -> DeFM class token and dense feature map. The one public facade (SPEC §8).
+"""Encoder: a model's input -> class token and dense feature map. The one public facade (SPEC §8).
+
+Depth models (DeFM) take depth in metres; colour models (Theia) take uint8 RGB. The model's
+Preprocess (normalize.DepthPreprocess, color_preprocess.ColorPreprocess) turns it into the network
+input on the model's device; passing one modality to a model of the other is an error that says so.
 
 Construction checks every option and loads the weights strictly, on the CPU; open() builds the
 device backend and close() frees it again. A lifecycle node calls these in configure, activate and
@@ -36,6 +40,7 @@ from .choices import (
     check_device,
     check_input_size,
 )
+from .color_preprocess import ColorPreprocess
 from .info import StreamInfo
 from .models import build_model, dense_stride, get_spec
 from .models.checkpoints import RANDOM, file_sha256, load_strict, read_state_dict, resolve_weights
@@ -88,14 +93,20 @@ class Encoder:
         self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
         self.geometry = geom = InputGeometry.for_model(check_input_size(input_size), spec.align, pad=not spec.is_vit)
-        self._prep = DepthPreprocess(geom, depth_mode)
+        if spec.modality == "color":
+            if depth_mode != DEFAULT_DEPTH_MODE:
+                raise ValueError(f"depth_mode applies to depth models; {spec.name} takes colour")
+            self._prep: DepthPreprocess | ColorPreprocess = ColorPreprocess(geom)
+        else:
+            self._prep = DepthPreprocess(geom, depth_mode)
         self._valid = (-(-geom.resize[0] // stride), -(-geom.resize[1] // stride))
         self._strict, self._options = strict, backend_options
         self._base = StreamInfo(
             model=spec.name, family=spec.family, input_size=geom.resize, padded_size=geom.padded,
             stride=stride, dense_level="patch" if spec.is_vit else dense_level,
             dense_channels=spec.dense_dim, dense_size=self._valid, cls_channels=spec.cls_dim,
-            depth_mode=depth_mode, backend=backend, device=device, precision=precision)
+            depth_mode=depth_mode if spec.modality == "depth" else "", backend=backend, device=device,
+            precision=precision, modality=spec.modality, license=spec.license, normalization=self._prep.describe())
         self.net: torch.nn.Module | None = None
         self._onnx: Path | None = None
         if weights is not None and str(weights).endswith(".onnx"):
@@ -116,7 +127,10 @@ class Encoder:
             base.warnings.append(RANDOM_WARNING)
             return net
         path = resolve_weights(self.spec, weights)
-        load_strict(net, read_state_dict(path), self.spec, str(path))
+        base.checkpoint_skipped = load_strict(net, read_state_dict(path), self.spec, str(path))
+        if base.checkpoint_skipped:
+            log.info("%s: left out the training-time keys %s", path.name, ", ".join(
+                f"{group}.* ({n})" for group, n in base.checkpoint_skipped.items()))
         base.weights, base.checkpoint_sha256 = str(path), file_sha256(path)
         return net
 
@@ -178,28 +192,45 @@ class Encoder:
             raise RuntimeError("the Encoder is closed (lazy=True or close()); call open() first")
         return self.backend
 
-    def to_device(self, depth_m: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(depth_m)) if isinstance(depth_m, np.ndarray) else depth_m
-        if t.dim() not in (2, 3):
-            raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(t.shape)}")
+    def to_device(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The model's raw input as a tensor on its device, after checking it is this model's modality."""
+        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        name, shape = self.spec.name, tuple(t.shape)
+        if self.spec.modality == "color":
+            if t.dtype != torch.uint8 or t.dim() not in (3, 4) or shape[-1] != 3:
+                hint = " (depth? run a DeFM model on it)" if t.is_floating_point() or t.dim() == 2 else ""
+                raise ValueError(f"{name} takes uint8 RGB, (H, W, 3) or (B, H, W, 3); got {t.dtype} {shape}{hint}")
+        else:
+            if t.dtype == torch.uint8:
+                raise ValueError(f"{name} takes depth in metres (float), (H, W) or (B, H, W); got uint8 {shape} "
+                                 "(a colour image? run a Theia model on it)")
+            if t.dim() not in (2, 3):
+                raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {shape}")
         return t.to(self.device, non_blocking=True)
 
-    def _preprocess_for(self, depth_mode: str | None) -> DepthPreprocess:
+    def _preprocess_for(self, depth_mode: str | None) -> DepthPreprocess | ColorPreprocess:
         if depth_mode is None or depth_mode == self.depth_mode:
             return self._prep
+        if self.spec.modality != "depth":
+            raise ValueError(f"depth_mode applies to depth models; {self.spec.name} takes colour")
         return DepthPreprocess(self.geometry, check_choice("depth_mode", depth_mode, DEPTH_MODES))
 
-    def preprocess(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
-        """Depth in metres -> the normalized network input, on the model's device."""
-        return self._ready().preprocess(self.to_device(depth_m), self._preprocess_for(depth_mode))
+    def _batched(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = self.to_device(x)
+        return t[None] if t.dim() == (3 if self.spec.modality == "color" else 2) else t
 
-    def encode(self, depth_m: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> Features:
-        """Depth in metres, (H, W) or (B, H, W), numpy or torch -> Features with a batch dim.
+    def preprocess(self, x: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
+        """The model's input (depth in metres, or uint8 RGB) -> the network input, on the model's device."""
+        return self._ready().preprocess(self._batched(x), self._preprocess_for(depth_mode))
 
-        `depth_mode` overrides the encoder's mode for this call ("relative" for monocular estimates).
+    def encode(self, x: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> Features:
+        """One frame or a batch -> Features with a batch dim. Depth models: metres, (H, W) or (B, H, W);
+        colour models: uint8 RGB, (H, W, 3) or (B, H, W, 3); numpy or torch.
+
+        `depth_mode` overrides a depth encoder's mode for this call ("relative" for monocular estimates).
         """
         backend = self._ready()
-        cls, dense = backend.infer(self.to_device(depth_m), self._preprocess_for(depth_mode))
+        cls, dense = backend.infer(self._batched(x), self._preprocess_for(depth_mode))
         h, w = self._valid
         return Features(cls, dense[:, :, :h, :w])
 

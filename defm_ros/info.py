@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .choices import DEFAULT_BACKEND, DEFAULT_DEPTH_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
-from .normalize import MAX_DEPTH_C1, MAX_DEPTH_C2, MEAN, STD
 
 
 @dataclass
@@ -31,16 +30,10 @@ class StreamInfo:
     precision: str = DEFAULT_PRECISION
     providers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    normalization: dict[str, Any] = field(
-        default_factory=lambda: {
-            "kind": "defm_metric_log3",
-            "mean": list(MEAN),
-            "std": list(STD),
-            "max_depth_c1": MAX_DEPTH_C1,
-            "max_depth_c2": MAX_DEPTH_C2,
-            "resize": "bilinear_antialias",
-        }
-    )
+    modality: str = "depth"  # what the model takes: depth (DeFM) or color (Theia)
+    license: str = ""
+    normalization: dict[str, Any] = field(default_factory=dict)  # the model's Preprocess.describe()
+    checkpoint_skipped: dict[str, int] = field(default_factory=dict)  # key groups left out on purpose
     layout: dict[str, str] = field(
         default_factory=lambda: {"dense": "HWC float row-major, pixel (i, j) is the C-dim feature",
                                  "cls": "1x1xC"}

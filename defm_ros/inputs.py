@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .choices import TRANSPORTS, check_choice
+from .color_codecs import decode_color
 from .depth_codecs import decode_depth
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
@@ -106,35 +107,58 @@ class Input(ABC):
         """The (deserialized) messages of one frame -> the model's input for it; raises on bad data."""
 
 
-class DepthInput(Input):
-    """One depth topic: sensor_msgs/Image (16UC1, mono16, 32FC1), or compressedDepth (SPEC §4)."""
+class SingleTopicInput(Input):
+    """One image topic, raw or through one image_transport plugin; a message is a frame."""
 
-    modality = "depth"
+    role: ClassVar[str]
+    transports: ClassVar[tuple[str, ...]]  # the first is raw sensor_msgs/Image
 
     def __init__(self, topic: str, transport: str = "raw") -> None:
+        if check_choice("transport", transport, TRANSPORTS) not in self.transports:
+            raise ValueError(f"transport {transport!r} does not carry {self.modality}; {self.modality} topics use "
+                             + " or ".join(self.transports))
         msg_type = IMAGE if transport == "raw" else COMPRESSED
-        self.topics = (Topic("depth", transport_topic(topic, transport), msg_type),)
+        self.topics = (Topic(self.role, transport_topic(topic, transport), msg_type),)
 
     def pair(self, role: str, msg: Any) -> dict[str, Any]:
         return {role: msg}
+
+
+class DepthInput(SingleTopicInput):
+    """One depth topic: sensor_msgs/Image (16UC1, mono16, 32FC1), or compressedDepth (SPEC §4)."""
+
+    modality = role = "depth"
+    transports = ("raw", "compressedDepth")
 
     def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
         return decode_depth(msgs["depth"], params["depth_scale"])
 
 
-INPUTS: dict[str, type[Input]] = {DepthInput.modality: DepthInput}
+class ColorInput(SingleTopicInput):
+    """One colour topic: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8), or compressed (JPEG, PNG)."""
+
+    modality = role = "color"
+    transports = ("raw", "compressed")
+
+    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
+        return decode_color(msgs["color"])
+
+
+INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput)}
+# modality -> the parameters naming its topic: (single camera, inside each camera namespace)
+TOPIC_PARAMS = {"depth": ("depth_topic", "camera_depth_topic"), "color": ("image_topic", "camera_image_topic")}
 
 
 def camera_inputs(modality: str, params: Mapping[str, Any], resolve: Callable[[str], str]) -> list[tuple[str, Input]]:
     """(output prefix, Input) per camera from the node's parameters.
 
-    One camera: `depth_topic` (default ~/depth, remappable), features under ~/features. Several:
-    `<ns>/<camera_depth_topic>` per namespace in `cameras`, features under `<ns>/features`. Base
-    topics are resolved (remapped) first: image_transport appends the transport after remapping.
+    One camera: `depth_topic` (default ~/depth) or `image_topic` (~/image), remappable, features under
+    ~/features. Several: `<ns>/<camera_depth_topic>` (or camera_image_topic) per namespace in `cameras`,
+    features under `<ns>/features`. Base topics are resolved (remapped) first: image_transport appends
+    the transport after remapping.
     """
-    kind = INPUTS[modality]
+    kind, (single, per_camera) = INPUTS[modality], TOPIC_PARAMS[modality]
     cameras = [c for c in params["cameras"] if c]
     if not cameras:
-        return [("~/features", kind(resolve(params["depth_topic"]), params["transport"]))]
-    return [(f"{c}/features", kind(resolve(f"{c}/{params['camera_depth_topic']}"), params["transport"]))
-            for c in cameras]
+        return [("~/features", kind(resolve(params[single]), params["transport"]))]
+    return [(f"{c}/features", kind(resolve(f"{c}/{params[per_camera]}"), params["transport"])) for c in cameras]

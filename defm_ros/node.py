@@ -1,4 +1,5 @@
-"""defm_node: a lifecycle node; depth images in, DeFM dense features and class tokens out (SPEC §5, §6).
+"""defm_node: a lifecycle node; images in, dense features and class tokens out (SPEC §5, §6): depth for
+DeFM models, colour for Theia models (inputs.py).
 
 The only module that imports rclpy: it wires parameters, QoS, subscriptions and publishers to the core.
 - configure: check the parameters, load the weights strictly (on the CPU), create the publishers;
@@ -114,7 +115,7 @@ class DefmNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         overrides = QoSOverridingOptions.with_default_policies()
-        for prefix, source in camera_inputs("depth", p, self.resolve_topic_name):
+        for prefix, source in camera_inputs(self.encoder.spec.modality, p, self.resolve_topic_name):
             pub = self.create_lifecycle_publisher
             self.cameras.append(Camera(source, {
                 "dense": pub(Image, f"{prefix}/dense", out_qos, qos_overriding_options=overrides),

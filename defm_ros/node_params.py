@@ -31,12 +31,13 @@ from .choices import (
     check_device,
     check_input_size,
 )
+from .inputs import INPUTS
 from .models import MODELS
 
 # name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
 PARAMS = {
     "autostart": (True, "configure and activate at start-up; false: wait for the lifecycle services", None),
-    "model": (DEFAULT_MODEL, "DeFM variant (see `defm-ros info`)", None),
+    "model": (DEFAULT_MODEL, "DeFM (depth) or Theia (colour) variant (see `defm-ros info`)", None),
     "weights": ("", "checkpoint .pth / exported .onnx; empty: models/, HF cache, Hub; 'random' for smoke tests", None),
     "backend": (DEFAULT_BACKEND, "inference backend", BACKENDS),
     "device": (DEFAULT_DEVICE, "cpu, cuda or cuda:N; preprocessing runs there too", None),
@@ -47,10 +48,13 @@ PARAMS = {
     "dense_level": (DEFAULT_DENSE_LEVEL, "BiFPN level for CNN dense maps (stride 8/16/32)", tuple(DENSE_LEVELS)),
     "depth_mode": (DEFAULT_DEPTH_MODE, "metric depth, or relative (monocular estimates)", DEPTH_MODES),
     "depth_scale": (0.001, "metres per unit of 16-bit depth (RealSense: 0.001)", (1e-6, 1.0)),
-    "depth_topic": ("~/depth", "single-camera input topic (remappable)", None),
-    "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic>", None),
-    "camera_depth_topic": ("depth", "input topic inside each camera namespace", None),
-    "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth", TRANSPORTS),
+    "depth_topic": ("~/depth", "single-camera depth input topic (remappable), for DeFM models", None),
+    "image_topic": ("~/image", "single-camera colour input topic (remappable), for Theia models", None),
+    "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic> (or image)", None),
+    "camera_depth_topic": ("depth", "depth topic inside each camera namespace", None),
+    "camera_image_topic": ("color/image_raw", "colour topic inside each camera namespace", None),
+    "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth (depth) / compressed "
+                  "(colour)", TRANSPORTS),
     "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers", RELIABILITIES),
     "threads": (0, "torch CPU threads for inference; 0: torch's default (one per core). 1 stays steady when "
                 "other processes share the cores", (0, 256)),
@@ -100,6 +104,11 @@ def check_all(p: Mapping[str, Any]) -> list[str]:
     problems = [msg for name, value in p.items() if name in PARAMS and (msg := check_value(name, value))]
     if p["stale_warn_s"] >= p["stale_error_s"]:
         problems.append("stale_warn_s must be smaller than stale_error_s")
+    if p["model"] in MODELS:
+        kind = INPUTS[MODELS[p["model"]].modality]
+        if p["transport"] not in kind.transports:
+            problems.append(f"transport {p['transport']} does not carry {kind.modality}, which {p['model']} takes; "
+                            f"use {' or '.join(kind.transports)}")
     return problems
 
 

@@ -126,6 +126,8 @@ class DepthPreprocess:
     geometry: InputGeometry
     mode: str = DEFAULT_DEPTH_MODE
     input_name: ClassVar[str] = "depth"
+    modality: ClassVar[str] = "depth"
+    input_description: ClassVar[str] = "raw depth in metres (B, H, W)"
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         return normalize_depth(depth, self.geometry, self.mode)
@@ -143,3 +145,8 @@ class DepthPreprocess:
     @staticmethod
     def example(batch: int, camera_size: tuple[int, int]) -> torch.Tensor:
         return torch.rand(batch, *camera_size) * 5.0
+
+    @staticmethod
+    def describe() -> dict:
+        return {"kind": "defm_metric_log3", "mean": list(MEAN), "std": list(STD), "max_depth_c1": MAX_DEPTH_C1,
+                "max_depth_c2": MAX_DEPTH_C2, "resize": "bilinear_antialias"}

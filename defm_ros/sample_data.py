@@ -64,8 +64,8 @@ def sample_depth(camera_size: tuple[int, int] = (480, 640), count: int = 2) -> t
     root = data_root()
     for f in sorted(root.glob("rgbd_examples/*/raw_depth.png"))[:count] if root else []:
         d = load_depth_png(f).depth
-        if d.shape != (h, w):  # nearest neighbour
-            d = d[(np.arange(h) * d.shape[0] // h)][:, (np.arange(w) * d.shape[1] // w)]
+        if d.shape != (h, w):
+            d = _nearest(d, (h, w))
         frames.append(d)
         names.append(str(f))
     while len(frames) < count:
@@ -78,3 +78,39 @@ def sample_depth(camera_size: tuple[int, int] = (480, 640), count: int = 2) -> t
         frames.append(d)
         names.append("synthetic")
     return np.stack(frames).astype(np.float32), names
+
+
+def _nearest(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return a[(np.arange(size[0]) * a.shape[0] // size[0])][:, (np.arange(size[1]) * a.shape[1] // size[1])]
+
+
+def color_pngs(root: Path) -> list[Path]:
+    """The colour images of the RGB-D scenes (rgb.png / rgb.jpg), aligned with their raw_depth.png."""
+    return sorted(p for p in root.glob("rgbd_examples/*/rgb.*") if p.suffix in (".png", ".jpg"))
+
+
+def sample_color(camera_size: tuple[int, int] = (480, 640), count: int = 2) -> tuple[np.ndarray, list[str]]:
+    """`count` uint8 RGB frames (count, *camera_size, 3) and where each came from: the real colour
+    images of rgbd_examples (resized nearest to other sizes), else synthetic gradients with noise."""
+    from PIL import Image
+
+    frames, names = [], []
+    root = data_root()
+    for f in color_pngs(root)[:count] if root else []:
+        with Image.open(f) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        frames.append(rgb if rgb.shape[:2] == tuple(camera_size) else _nearest(rgb, camera_size))
+        names.append(str(f))
+    while len(frames) < count:
+        rng = np.random.default_rng(len(frames))
+        h, w = camera_size
+        ramp = np.linspace(0, 255, w)[None, :, None] * np.array([1.0, 0.5, 0.2]) + np.linspace(0, 60, h)[:, None, None]
+        frames.append(np.clip(ramp + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8))
+        names.append("synthetic")
+    return np.stack(frames), names
+
+
+def sample_inputs(modality: str, camera_size: tuple[int, int] = (480, 640), count: int = 2) -> tuple[np.ndarray,
+                                                                                                       list[str]]:
+    """sample_depth or sample_color, for a model of `modality`."""
+    return (sample_color if modality == "color" else sample_depth)(camera_size, count)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from defm_ros.models import build_model, get_spec
-from defm_ros.models.checkpoints import HF_REPO_ID, CheckpointError, resolve_weights
+from defm_ros.models.checkpoints import CheckpointError, resolve_weights
 
 MODEL = "defm_efficientnet_b0"
 RESOLVE = ("import sys; from defm_ros import Encoder; from defm_ros.models import get_spec; "
@@ -65,7 +65,8 @@ def mirror(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "official.pth"
     torch.save(build_model(MODEL).state_dict(), ckpt)  # the published files are plain state dicts
-    Hub.files = {f"/{HF_REPO_ID}/resolve/main/{get_spec(MODEL).checkpoint_file}": ckpt.read_bytes()}
+    spec = get_spec(MODEL)
+    Hub.files = {f"/{spec.hub_repo}/resolve/main/{spec.hub_file}": ckpt.read_bytes()}
     Hub.requests = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -123,5 +124,9 @@ def test_explicit_paths(tmp_path):
 def test_the_models_folder_comes_before_the_hub(tmp_path, monkeypatch):
     spec = get_spec(MODEL)
     monkeypatch.setenv("DEFM_ROS_MODELS", str(tmp_path))
-    (tmp_path / spec.checkpoint_file).write_bytes(b"x")
-    assert resolve_weights(spec, None) == tmp_path / spec.checkpoint_file
+    (tmp_path / spec.local_file).write_bytes(b"x")
+    assert resolve_weights(spec, None) == tmp_path / spec.local_file
+    theia = get_spec("theia_small")  # Theia's files share one name: one folder each, as huggingface-cli puts it
+    (tmp_path / "theia_small").mkdir()
+    (tmp_path / "theia_small" / "model.safetensors").write_bytes(b"x")
+    assert resolve_weights(theia, None) == tmp_path / "theia_small" / "model.safetensors"

@@ -45,9 +45,13 @@ def test_usage_errors_are_one_line_with_exit_2(argv, says, capsys):
     assert err.count("\n") == 1 and err.startswith("defm-ros") and "--help" in err and "Traceback" not in err
 
 
-def test_info_lists_the_zoo(capsys):
+def test_info_lists_the_zoo_with_licences(capsys):
     assert main(["info"]) == 0
-    assert capsys.readouterr().out.count("defm_") == 12
+    out = capsys.readouterr().out
+    assert out.count("defm_") == 12 and out.count("theia_") == 3
+    theia = [line for line in out.splitlines() if line.startswith("theia_")]
+    assert all("color" in line and "non-commercial research only" in line for line in theia)
+    assert all("Apache-2.0" in line for line in out.splitlines() if line.startswith("defm_"))
 
 
 def test_info_json_and_unknown_model(capsys):

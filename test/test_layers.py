@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "defm_ros"
 # Lower layers never import higher ones. Data flows message -> codec -> normalization -> backend ->
 # features -> message: the codecs, the normalization and the feature messages sit at the bottom.
 LAYERS = [
-    ("foundation", ["choices", "resize", "normalize", "depth_codecs", "color_codecs", "features", "pca",
+    ("foundation", ["choices", "resize", "normalize", "color_preprocess", "depth_codecs", "color_codecs",
+                    "features", "pca",
                     "sample_data", "info",
                     "dds_profile"]),
     ("models", ["models"]),

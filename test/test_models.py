@@ -51,10 +51,10 @@ def test_vit_l_parity_small_size(tmp_path):
 
 
 def test_specs_match_built_models():
+    norms = {"vit": ("norm.weight",) * 2, "theia": ("layernorm.weight",) * 2}
     for name, spec in MODELS.items():
         sd = state_shapes(name)
-        cls_key = "norm.weight" if spec.is_vit else "norm_cls.weight"
-        dense_key = "norm.weight" if spec.is_vit else "norm_patch.weight"
+        cls_key, dense_key = norms.get(spec.family, ("norm_cls.weight", "norm_patch.weight"))
         assert sd[cls_key] == (spec.cls_dim,), name
         assert sd[dense_key] == (spec.dense_dim,), name
 

@@ -19,6 +19,8 @@ class Preprocess(Protocol):
     """A model family's raw input -> network input (normalize.DepthPreprocess is the depth one)."""
 
     input_name: ClassVar[str]  # the raw input's name in an exported graph
+    modality: ClassVar[str]  # "depth" or "color": which sample frames check an export
+    input_description: ClassVar[str]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor: ...
 
@@ -27,6 +29,8 @@ class Preprocess(Protocol):
     def fixed(self, camera_size: tuple[int, int]) -> nn.Module: ...
 
     def example(self, batch: int, camera_size: tuple[int, int]) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -60,6 +64,7 @@ class Backend(ABC):
         """Network input (as `preprocess` returns it) -> (cls (B, C), dense (B, C', h, w))."""
 
     def infer(self, raw: torch.Tensor, prep: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw input with a batch dim -> (cls, dense)."""
         return self.run(self.preprocess(raw, prep))
 
     @abstractmethod

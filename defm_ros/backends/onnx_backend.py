@@ -30,10 +30,6 @@ log = logging.getLogger("defm_ros")
 CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-def _batched(raw: torch.Tensor) -> torch.Tensor:
-    return raw[None] if raw.dim() == 2 else raw
-
-
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
@@ -144,14 +140,18 @@ class OnnxBackend(Backend):
             return self._pre[(prep, camera_size)]
 
     def _call(self, sess: Any, name: str, x: torch.Tensor, outputs: dict[str, tuple[int, ...]]) -> list[torch.Tensor]:
-        """One ORT run. On CUDA the tensors stay on the GPU (IO binding into torch-owned memory)."""
+        """One ORT run. On CUDA the tensors stay on the GPU (IO binding into torch-owned memory).
+
+        Float inputs go in as float32; uint8 (colour) stays uint8, as the graph's input declares it."""
+        dtype = torch.uint8 if x.dtype == torch.uint8 else torch.float32
         if self.device.type == "cpu":
-            got = sess.run(list(outputs), {name: x.detach().cpu().float().contiguous().numpy()})
+            got = sess.run(list(outputs), {name: x.detach().cpu().to(dtype).contiguous().numpy()})
             return [torch.from_numpy(g) for g in got]
-        x = x.detach().to(self.device, torch.float32).contiguous()
+        x = x.detach().to(self.device, dtype).contiguous()
         idx = self.device.index or 0
         binding = sess.io_binding()
-        binding.bind_input(name, "cuda", idx, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_input(name, "cuda", idx, np.uint8 if dtype == torch.uint8 else np.float32, tuple(x.shape),
+                           x.data_ptr())
         outs = [torch.empty(shape, dtype=torch.float32, device=self.device) for shape in outputs.values()]
         for out_name, t in zip(outputs, outs, strict=True):
             binding.bind_output(out_name, "cuda", idx, np.float32, tuple(t.shape), t.data_ptr())
@@ -176,7 +176,6 @@ class OnnxBackend(Backend):
     def preprocess(self, raw: torch.Tensor, prep: Preprocess) -> torch.Tensor:
         """Raw input -> the network input, by the preprocessing graph for its size."""
         self._not_fused("it cannot preprocess separately")
-        raw = _batched(raw)
         pre = self._pre_session(prep, prep.raw_size(raw))
         (x,) = self._call(pre, prep.input_name, raw, {NET_INPUT: (raw.shape[0], 3, *self._padded)})
         return x
@@ -189,7 +188,6 @@ class OnnxBackend(Backend):
         return cls, dense
 
     def infer(self, raw: torch.Tensor, prep: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = _batched(raw)
         self._check_batch(raw.shape[0])
         if self.camera_size is None:
             return self.run(self.preprocess(raw, prep))

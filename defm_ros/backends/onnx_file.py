@@ -2,8 +2,9 @@
 
 Two kinds of file come out of export_onnx, both with outputs `cls` and `dense` (graph.py):
 - network only: input `input`, the (B, 3, H, W) tensor the model's Preprocess produces;
-- with preprocessing: the raw input (`depth`, metres, (B, H_cam, W_cam)) at one fixed camera size,
-  so that a frame goes through one ONNX Runtime call and no torch at all.
+- with preprocessing: the raw input (`depth` in metres (B, H_cam, W_cam), or `image`, uint8 RGB
+  (B, H_cam, W_cam, 3)) at one fixed camera size, so that a frame goes through one ONNX Runtime call
+  and no torch at all.
 
 Every file passes `onnx.checker` and a self-check before it is written: ONNX Runtime runs it on real
 frames and its outputs are compared with the torch network's (fp32: max abs error <= 1e-4). A JSON
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..choices import DEFAULT_PRECISION
 from ..info import StreamInfo
-from ..sample_data import sample_depth
+from ..sample_data import sample_inputs
 from .base import Preprocess
 from .graph import OPSET, OUTPUT_NAMES, joined, network_graph, preprocess_graph
 
@@ -63,7 +64,7 @@ def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = D
     """
     import onnxruntime as ort
 
-    raw, names = sample_depth(tuple(camera_size) if camera_size else CAMERA_SIZE, batch or 2)
+    raw, names = sample_inputs(prep.modality, tuple(camera_size) if camera_size else CAMERA_SIZE, batch or 2)
     x = prep(torch.from_numpy(raw))
     with torch.no_grad():
         ref = [t.numpy() for t in net(x)]
@@ -166,7 +167,7 @@ def export_onnx(
         "opset": OPSET,
         "input_name": inp.name,
         "input_shape": shape,
-        "input": "raw depth in metres" if camera_size else "normalized depth (B, 3, H, W)",
+        "input": prep.input_description if camera_size else "the normalized network input (B, 3, H, W)",
         "normalization_in_graph": camera_size is not None,
         "camera_size": list(camera_size) if camera_size else None,
         "batch": batch,

@@ -23,10 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.target is None:
         folder = models_dir()
-        print(f"{'model':<22} {'family':<13} {'params':>7}  {'cls':>5}  {'dense':>5}  checkpoint in {folder}")
+        print(f"{'model':<22} {'family':<13} {'input':<6} {'params':>7}  {'cls':>5}  {'dense':>5}  {'licence':<29} "
+              f"checkpoint in {folder}")
         for s in MODELS.values():
-            have = "yes" if (folder / s.checkpoint_file).is_file() else "-"
-            print(f"{s.name:<22} {s.family:<13} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  {have}")
+            have = "yes" if (folder / s.local_file).is_file() else "-"
+            print(f"{s.name:<22} {s.family:<13} {s.modality:<6} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  "
+                  f"{s.license.split(' (')[0]:<29} {have}")
         return 0
     if args.target.endswith(".onnx"):
         from ..backends.onnx_file import read_sidecar

@@ -1,4 +1,4 @@
-"""The DeFM model zoo: specs, architectures and checkpoint loading."""
+"""The model zoo (DeFM, Theia): specs, architectures and checkpoint loading."""
 
 from ..choices import DEFAULT_DENSE_LEVEL
 from .registry import MODELS, ModelSpec, dense_stride, get_spec
@@ -9,7 +9,11 @@ __all__ = ["MODELS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
 def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL):
     """Build a variant with random weights (load a checkpoint into it for real use)."""
     spec = get_spec(name)
-    if spec.is_vit:
+    if spec.family == "theia":
+        from .theia import TheiaViT
+
+        return TheiaViT(spec)
+    if spec.family == "vit":
         from .vit import DeFMViT
 
         return DeFMViT(spec)

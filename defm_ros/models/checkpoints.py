@@ -1,8 +1,8 @@
-"""Finding and strictly loading DeFM checkpoints.
+"""Finding and strictly loading checkpoints (DeFM .pth, Theia .safetensors).
 
 Resolution order (SPEC §2): explicit path > the package's models/ folder > Hugging Face cache >
-download from the Hub. Loading only ever uses torch.load(weights_only=True): a checkpoint is data,
-never code.
+download from the Hub. A checkpoint is data, never code: .pth files are read with
+torch.load(weights_only=True), .safetensors files with safetensors (no pickle at all).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from torch import nn
 
 from .registry import ModelSpec
 
-HF_REPO_ID = "leggedrobotics/defm"
 RANDOM = "random"
 log = logging.getLogger("defm_ros")
 
@@ -45,9 +44,10 @@ def models_dir() -> Path:
 
 
 def download_hint(spec: ModelSpec) -> str:
+    folder = (models_dir() / spec.local_file).parent
     return (
-        f"get it with `huggingface-cli download {HF_REPO_ID} {spec.checkpoint_file} --local-dir {models_dir()}` "
-        f"(or from https://huggingface.co/{HF_REPO_ID}/resolve/main/{spec.checkpoint_file}) on a machine "
+        f"get it with `huggingface-cli download {spec.hub_repo} {spec.hub_file} --local-dir {folder}` "
+        f"(or from https://huggingface.co/{spec.hub_repo}/resolve/main/{spec.hub_file}) on a machine "
         "with internet access and copy it there, or name the file explicitly (weights)"
     )
 
@@ -63,31 +63,31 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None) -> Path:
         path = Path(weights).expanduser()
         if path.is_dir():
             raise CheckpointError(f"{path} is a folder; name the checkpoint file in it "
-                                  f"(e.g. {path / spec.checkpoint_file})")
+                                  f"(e.g. {path / spec.hub_file})")
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} does not exist; {download_hint(spec)}")
         return path
-    local = models_dir() / spec.checkpoint_file
+    local = models_dir() / spec.local_file
     if local.is_file():
         return local
     try:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError as exc:
-        raise CheckpointError(f"no {spec.checkpoint_file} in {models_dir()} and huggingface_hub is missing; "
+        raise CheckpointError(f"no {spec.local_file} in {models_dir()} and huggingface_hub is missing; "
                               f"{download_hint(spec)}") from exc
     online = not constants.HF_HUB_OFFLINE and hub_reachable(constants.ENDPOINT)
     if online:
-        log.info("looking for %s on %s (%s)", spec.checkpoint_file, constants.ENDPOINT, HF_REPO_ID)
+        log.info("looking for %s on %s (%s)", spec.hub_file, constants.ENDPOINT, spec.hub_repo)
     try:
-        return Path(hf_hub_download(repo_id=HF_REPO_ID, filename=spec.checkpoint_file, local_files_only=not online))
+        return Path(hf_hub_download(repo_id=spec.hub_repo, filename=spec.hub_file, local_files_only=not online))
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} is not reachable"
-        raise CheckpointError(f"no {spec.checkpoint_file} in {models_dir()} or the Hugging Face cache, and {why}; "
+        raise CheckpointError(f"no {spec.local_file} in {models_dir()} or the Hugging Face cache, and {why}; "
                               f"{download_hint(spec)}") from None
     except Exception as exc:
         raise CheckpointError(
-            f"could not download {spec.checkpoint_file} from {HF_REPO_ID} on {constants.ENDPOINT} "
+            f"could not download {spec.hub_file} from {spec.hub_repo} on {constants.ENDPOINT} "
             f"({type(exc).__name__}: {exc}); {download_hint(spec)}") from exc
 
 
@@ -111,7 +111,9 @@ def file_sha256(path: Path) -> str:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict (possibly under "model"), read as data only."""
+    """A state dict (possibly under "model"), read as data only: safetensors, or a weights-only .pth."""
+    if Path(path).suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -133,6 +135,35 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors' SafetensorError, or an OS error
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def backbone_state(state: dict[str, torch.Tensor], spec: ModelSpec) -> tuple[dict[str, torch.Tensor], list[str],
+                                                                              dict[str, int]]:
+    """Split a checkpoint into (the network's keys, prefix stripped; keys of nothing known; skipped).
+
+    `skipped` counts the keys under the spec's skipped prefixes by their group (two name levels below
+    the prefix, e.g. translator.translator_heads.<teacher>), which are left out on purpose.
+    """
+    prefix, ours, stray, skipped = spec.checkpoint_prefix, {}, [], {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            ours[key[len(prefix):]] = value
+        elif any(key.startswith(p) for p in spec.skipped_prefixes):
+            group = ".".join(key.split(".")[:3])
+            skipped[group] = skipped.get(group, 0) + 1
+        else:
+            stray.append(key)
+    return ours, stray, skipped
+
+
 @functools.cache
 def state_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a variant's state dict, built on the meta device where its constructor allows."""
@@ -147,18 +178,23 @@ def state_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _guess_variant(state: dict[str, torch.Tensor], exclude: str) -> str | None:
-    """Which other zoo variant these keys and shapes belong to, if any."""
+    """Which other zoo variant these keys and shapes belong to, if any (each read its own way)."""
     from . import MODELS
 
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return next((n for n in MODELS if n != exclude and state_shapes(n) == shapes), None)
+    for name, spec in MODELS.items():
+        ours, stray, _ = backbone_state(state, spec)
+        if name != exclude and not stray and state_shapes(name) == {k: tuple(v.shape) for k, v in ours.items()}:
+            return name
+    return None
 
 
-def load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec, source: str) -> None:
-    """Fill every parameter from `state` and consume every key, or say exactly what does not fit."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+def load_strict(model: nn.Module, checkpoint: dict[str, torch.Tensor], spec: ModelSpec, source: str) -> dict[str, int]:
+    """Fill every parameter from the checkpoint and account for every key, or say exactly what does not
+    fit. Returns the key groups left out on purpose (spec.skipped_prefixes), with their counts."""
+    state, stray, skipped = backbone_state(checkpoint, spec)
+    own, pre = model.state_dict(), spec.checkpoint_prefix  # keys are named as the checkpoint names them
+    missing = sorted(pre + k for k in set(own) - set(state))
+    unexpected = sorted({pre + k for k in set(state) - set(own)} | set(stray))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         def few(keys: list[str]) -> str:
@@ -171,8 +207,9 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpe
             parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
         if wrong:
             parts.append(f"{len(wrong)} shape mismatches: " + few(
-                [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
-        guess = _guess_variant(state, spec.name)
+                [f"{pre}{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        guess = _guess_variant(checkpoint, spec.name)
         hint = f" It looks like a {guess} checkpoint." if guess else ""
         raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
     model.load_state_dict(state, strict=True)
+    return skipped
