@@ -44,7 +44,8 @@ def oracle(name: str, seed: int = 0, attn: str = "eager") -> ViTModel:
 # transformers 5 renamed ViTModel's parameters; Theia's files (saved with transformers 4) hold the old names,
 # which are the ones our backbone uses. transformers' own conversion_mapping lists the renames; undone here.
 V5_TO_PUBLISHED = [(r"^layers\.", "encoder.layer."), (r"attention\.q_proj", "attention.attention.query"),
-                   (r"attention\.k_proj", "attention.attention.key"), (r"attention\.v_proj", "attention.attention.value"),
+                   (r"attention\.k_proj", "attention.attention.key"),
+                   (r"attention\.v_proj", "attention.attention.value"),
                    (r"attention\.o_proj", "attention.output.dense"), (r"mlp\.fc1", "intermediate.dense"),
                    (r"mlp\.fc2", "output.dense")]
 
