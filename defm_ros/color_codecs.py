@@ -9,6 +9,7 @@ raises ColorDecodeError before any large allocation, so a lying header cannot co
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,19 @@ def decode_image(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., list(order)])
 
 
+def _open_rgb(pil: Any, data: bytes) -> np.ndarray:
+    with pil.open(io.BytesIO(data)) as im:
+        if im.format not in ("JPEG", "PNG"):
+            raise ColorDecodeError(f"compressed payload is {im.format}, not JPEG or PNG")
+        _check_dims(im.height, im.width)
+        if im.height * (3 * im.width + 1) > COMPRESSED_MAX_RATIO * len(data):
+            raise ColorDecodeError(f"compressed image claims {im.width}x{im.height} pixels but holds only "
+                                   f"{len(data)} bytes (truncated or corrupt)")
+        if im.mode.startswith("I") or im.mode == "F":
+            raise ColorDecodeError(f"compressed image has mode {im.mode} (16/32-bit: depth?), not colour")
+        return np.asarray(im.convert("RGB"))
+
+
 def decode_compressed(msg: Any) -> np.ndarray:
     """An image_transport `compressed` CompressedImage (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
     from PIL import Image
@@ -67,16 +81,9 @@ def decode_compressed(msg: Any) -> np.ndarray:
     if not data:
         raise ColorDecodeError("compressed image message holds no data")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format not in ("JPEG", "PNG"):
-                raise ColorDecodeError(f"compressed payload is {im.format}, not JPEG or PNG")
-            _check_dims(im.height, im.width)
-            if im.height * (3 * im.width + 1) > COMPRESSED_MAX_RATIO * len(data):
-                raise ColorDecodeError(f"compressed image claims {im.width}x{im.height} pixels but holds only "
-                                       f"{len(data)} bytes (truncated or corrupt)")
-            if im.mode.startswith("I") or im.mode == "F":
-                raise ColorDecodeError(f"compressed image has mode {im.mode} (16/32-bit: depth?), not colour")
-            rgb = np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size checks below are ours
+            rgb = _open_rgb(Image, data)
     except ColorDecodeError:
         raise
     except Exception as exc:  # PIL raises many types for broken files

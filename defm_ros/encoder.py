@@ -194,7 +194,9 @@ class Encoder:
 
     def to_device(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The model's raw input as a tensor on its device, after checking it is this model's modality."""
-        t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        if isinstance(x, np.ndarray):  # a read-only view (of a message buffer) is copied: torch wants to own it
+            x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)
+        t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
         name, shape = self.spec.name, tuple(t.shape)
         if self.spec.modality == "color":
             if t.dtype != torch.uint8 or t.dim() not in (3, 4) or shape[-1] != 3:

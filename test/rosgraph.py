@@ -50,7 +50,7 @@ def start_camera(topic: str, *args: str, extra_env: dict | None = None) -> subpr
                     "(set DEFM_ROS_DATA or keep ../shared/data beside the clone)")
     env = ros_env()
     env.update(extra_env or {})
-    return subprocess.Popen([sys.executable, str(FIXTURES / "depth_publisher.py"), topic, *args], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, str(FIXTURES / "camera_publisher.py"), topic, *args], cwd=ROOT, env=env)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> tuple[int, str]:

@@ -46,7 +46,7 @@ def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path, shar
     from defm_ros import Encoder
     from defm_ros.depth_codecs import decode_depth
 
-    from .fixtures.depth_publisher import frames
+    from .fixtures.camera_publisher import frames
 
     enc = Encoder(BASE["model"], weights=str(ckpt), input_size=(224, 224))
     depths = [decode_depth(m) for m in frames(encoding)]
@@ -130,7 +130,7 @@ def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path, shared_data)
     from defm_ros.depth_codecs import decode_depth
     from defm_ros.models import build_model
 
-    from .fixtures.depth_publisher import frames
+    from .fixtures.camera_publisher import frames
 
     torch.manual_seed(0)
     ckpt = tmp_path / "b0.pth"

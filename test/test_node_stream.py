@@ -147,7 +147,7 @@ def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
     from defm_ros.depth_codecs import decode_depth
     from defm_ros.models import build_model
 
-    from .fixtures.depth_publisher import frames
+    from .fixtures.camera_publisher import frames
 
     torch.manual_seed(0)
     ckpt = tmp_path / "b0.pth"
