@@ -18,7 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .choices import TRANSPORTS, check_choice
+from .color_codecs import RAW_ENCODINGS as COLOR_ENCODINGS
 from .color_codecs import decode_color
+from .depth_codecs import RAW_ENCODINGS as DEPTH_ENCODINGS
 from .depth_codecs import decode_depth
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
@@ -34,6 +36,15 @@ class Topic:
 def transport_topic(base: str, transport: str) -> str:
     """image_transport's naming: the raw topic, or its `<base>/<transport>` sub-topic."""
     return base if check_choice("transport", transport, TRANSPORTS) == "raw" else f"{base}/{transport}"
+
+
+def camera_topic(topic: str) -> str:
+    """The camera's image topic without image_transport's sub-topic: what features are named after, so
+    that raw and compressed recordings of one camera give the same feature topics."""
+    for transport in TRANSPORTS[1:]:
+        if topic.endswith(f"/{transport}"):
+            return topic[: -len(transport) - 1]
+    return topic
 
 
 def cdr_stamp(raw: bytes | memoryview) -> int:
@@ -123,6 +134,19 @@ class SingleTopicInput(Input):
     def pair(self, role: str, msg: Any) -> dict[str, Any]:
         return {role: msg}
 
+    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
+        return self.decode_one(msgs[self.role], params)
+
+    @classmethod
+    @abstractmethod
+    def decode_one(cls, msg: Any, params: Mapping[str, Any]) -> np.ndarray:
+        """One message -> the model's input (the node and offline extraction decode alike)."""
+
+    @classmethod
+    @abstractmethod
+    def carries(cls, msg: Any) -> bool:
+        """Whether a (deserialized) message is of this modality: how extraction finds its topics."""
+
 
 class DepthInput(SingleTopicInput):
     """One depth topic: sensor_msgs/Image (16UC1, mono16, 32FC1), or compressedDepth (SPEC §4)."""
@@ -130,8 +154,15 @@ class DepthInput(SingleTopicInput):
     modality = role = "depth"
     transports = ("raw", "compressedDepth")
 
-    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
-        return decode_depth(msgs["depth"], params["depth_scale"])
+    @classmethod
+    def decode_one(cls, msg: Any, params: Mapping[str, Any]) -> np.ndarray:
+        return decode_depth(msg, params["depth_scale"])
+
+    @classmethod
+    def carries(cls, msg: Any) -> bool:
+        if hasattr(msg, "format"):
+            return "compresseddepth" in str(msg.format).lower()
+        return str(getattr(msg, "encoding", "")) in DEPTH_ENCODINGS
 
 
 class ColorInput(SingleTopicInput):
@@ -140,8 +171,16 @@ class ColorInput(SingleTopicInput):
     modality = role = "color"
     transports = ("raw", "compressed")
 
-    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
-        return decode_color(msgs["color"])
+    @classmethod
+    def decode_one(cls, msg: Any, params: Mapping[str, Any]) -> np.ndarray:
+        return decode_color(msg)
+
+    @classmethod
+    def carries(cls, msg: Any) -> bool:
+        if hasattr(msg, "format"):
+            fmt = str(msg.format).lower()
+            return "compresseddepth" not in fmt and ("jpeg" in fmt or "png" in fmt)
+        return str(getattr(msg, "encoding", "")) in COLOR_ENCODINGS
 
 
 INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput)}

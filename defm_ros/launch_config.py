@@ -1,7 +1,9 @@
-"""What `ros2 launch defm_ros defm.launch.py` starts, as plain data, so it is tested without `launch`.
+"""What the launch files start, as plain data, so it is tested without `launch`.
 
-The launch arguments are declared here (defaults and choices from choices.py); the launch file only
-hands their values to node_launch.
+The launch arguments are declared here (defaults and choices from choices.py); the launch files only
+hand their values on. defm.launch.py: one node, on depth or colour as its model takes
+(node_launch); depth_and_color.launch.py: DeFM on depth and Theia on colour from one camera, as two
+nodes in their own namespaces (depth_and_color).
 """
 
 from __future__ import annotations
@@ -12,22 +14,38 @@ from pathlib import Path
 
 from .choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL
 from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
+from .models import get_spec
 
-CAMERA_PRESETS = {"realsense": "realsense.yaml", "zed": "zed.yaml", "custom": None}
+# camera -> modality -> its driver's default topics (config/*.yaml)
+CAMERA_PRESETS = {"realsense": {"depth": "realsense.yaml", "color": "realsense_color.yaml"},
+                  "zed": {"depth": "zed.yaml", "color": "zed_color.yaml"}, "custom": {}}
+DEFAULT_COLOR_MODEL = "theia_small"
 # name -> (default, description), as `ros2 launch defm_ros defm.launch.py --show-args` lists them
 LAUNCH_ARGS = {
     "camera": ("realsense", " | ".join(CAMERA_PRESETS) + " (custom: set depth_topic or params_file)"),
-    "model": (DEFAULT_MODEL, "DeFM variant (defm-ros info lists them)"),
+    "model": (DEFAULT_MODEL, "DeFM (depth) or Theia (colour) variant (defm-ros info lists them)"),
     "weights": ("", "checkpoint path; empty: models/, HF cache, Hub"),
     "backend": (DEFAULT_BACKEND, " | ".join(BACKENDS)),
     "device": (DEFAULT_DEVICE, "cpu | cuda | cuda:N"),
     "namespace": ("", "node namespace"),
-    "depth_topic": ("", "override the preset's depth topic"),
+    "depth_topic": ("", "override the preset's depth topic (DeFM models)"),
+    "image_topic": ("", "override the preset's colour topic (Theia models)"),
     "params_file": ("", "extra parameter file (e.g. config/multi_camera.yaml)"),
     "large_data_profile": ("true", "apply config/fastdds_large_data.xml to this launch's processes"),
     "autostart": ("true", "configure and activate at start-up; false: drive it with `ros2 lifecycle set`"),
 }
 BOOL_ARGS = ("large_data_profile", "autostart")
+# depth_and_color.launch.py: the same, with a model (and weights) per node
+PAIR_ARGS = {k: v for k, v in LAUNCH_ARGS.items() if k not in ("model", "weights", "namespace", "depth_topic",
+                                                                "image_topic", "params_file")}
+PAIR_ARGS.update({
+    "depth_model": (DEFAULT_MODEL, "DeFM variant for the depth node (namespace defm)"),
+    "color_model": (DEFAULT_COLOR_MODEL, "Theia variant for the colour node (namespace theia); non-commercial "
+                    "research only"),
+    "depth_weights": ("", "the depth node's checkpoint"),
+    "color_weights": ("", "the colour node's checkpoint"),
+})
+PAIR_NAMESPACES = {"depth": "defm", "color": "theia"}
 
 
 @dataclass
@@ -57,17 +75,34 @@ def node_launch(share: Path, environ: dict | None = None, **args: str) -> NodeLa
     flags = {k: _flag(k, a[k]) for k in BOOL_ARGS}
     environ = os.environ if environ is None else environ
     params: list = []
-    if CAMERA_PRESETS[a["camera"]]:
-        params.append(str(share / "config" / CAMERA_PRESETS[a["camera"]]))
+    preset = CAMERA_PRESETS[a["camera"]].get(get_spec(a["model"]).modality)
+    if preset:
+        params.append(str(share / "config" / preset))
     if a["params_file"]:
         params.append(a["params_file"])
     overrides = {k: a[k] for k in ("model", "weights", "backend", "device")}
     overrides["autostart"] = flags["autostart"]
-    if a["depth_topic"]:
-        overrides["depth_topic"] = a["depth_topic"]
+    overrides.update({k: a[k] for k in ("depth_topic", "image_topic") if a[k]})
     params.append(overrides)
     env = {}
     profile = share / PROFILE_FILE
     if flags["large_data_profile"] and not user_profile_set(environ) and profile.is_file():
         env[PROFILE_ENV] = str(profile)
     return NodeLaunch(namespace=a["namespace"], parameters=params, env=env)
+
+
+def depth_and_color(share: Path, environ: dict | None = None, **args: str) -> list[NodeLaunch]:
+    """DeFM on the camera's depth and Theia on its colour: two nodes, namespaces defm and theia
+    (features on /defm/defm_node/features/* and /theia/defm_node/features/*)."""
+    if unknown := set(args) - set(PAIR_ARGS):
+        raise ValueError(f"unknown launch arguments {sorted(unknown)}; known: {list(PAIR_ARGS)}")
+    a = {k: str(args.get(k, default)) for k, (default, _) in PAIR_ARGS.items()}
+    shared = {k: a[k] for k in ("camera", "backend", "device", "large_data_profile", "autostart")}
+    nodes = []
+    for modality, namespace in PAIR_NAMESPACES.items():
+        model, weights = a[f"{modality}_model"], a[f"{modality}_weights"]
+        if get_spec(model).modality != modality:
+            raise ValueError(f"{modality}_model must be a {modality} model, got {model!r} "
+                             f"(a {get_spec(model).modality} model)")
+        nodes.append(node_launch(share, environ, model=model, weights=weights, namespace=namespace, **shared))
+    return nodes

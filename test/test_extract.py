@@ -4,6 +4,7 @@ headers and log times kept, malformed messages skipped, resumable, interrupt-saf
 from __future__ import annotations
 
 import json
+import types
 import os
 import shutil
 from pathlib import Path
@@ -26,7 +27,9 @@ rosbags = pytest.importorskip("rosbags")
 
 N = 6  # frames per depth topic
 SIZE = (64, 64)  # small network input keeps the suite fast; decoding still sees 640x480 frames
-DEPTH_TOPICS = ["/cam/depth", "/cam/depth/compressedDepth", "/zed/depth"]
+DEPTH_TOPICS = ["/cam/depth", "/cam2/depth/compressedDepth", "/zed/depth"]
+# features are named after the camera, not the transport (as the node names them): /cam2/depth/features/*
+CAMERAS = {"/cam/depth": "/cam/depth", "/cam2/depth/compressedDepth": "/cam2/depth", "/zed/depth": "/zed/depth"}
 REJECTED = {"bad depth image": 1, "undecodable message": 1}
 
 
@@ -77,7 +80,7 @@ def write_bag(path: Path, kind: str, pngs: list[np.ndarray]) -> dict:
                      is_bigendian=0, step=arr.shape[1] * arr.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
                      data=np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8))
 
-    expected: dict[str, list] = {t: [] for t in DEPTH_TOPICS}
+    expected: dict[str, list] = {CAMERAS[t]: [] for t in DEPTH_TOPICS}
     for i in range(N):
         raw = pngs[i % len(pngs)]
         log_time = 1_700_000_000 * 10**9 + i * 33_333_333
@@ -86,8 +89,8 @@ def write_bag(path: Path, kind: str, pngs: list[np.ndarray]) -> dict:
         expected["/cam/depth"].append((log_time, stamp, "cam_depth", raw.astype(np.float32) * np.float32(0.001)))
         fmt, data = encode_compressed(raw)
         msg = Compressed(header=header(stamp, "cam_depth"), format=fmt, data=np.frombuffer(data, np.uint8))
-        writer.write(conns["/cam/depth/compressedDepth"], log_time + 1, ser(msg, Compressed.__msgtype__))
-        expected["/cam/depth/compressedDepth"].append((log_time + 1, stamp, "cam_depth",
+        writer.write(conns["/cam2/depth/compressedDepth"], log_time + 1, ser(msg, Compressed.__msgtype__))
+        expected["/cam2/depth"].append((log_time + 1, stamp, "cam_depth",
                                                        raw.astype(np.float32) * np.float32(0.001)))
         zed = (raw[::2, ::2].astype(np.float32) * np.float32(0.001))
         zed[zed == 0] = np.nan
@@ -132,7 +135,7 @@ def custom_data(bag_dir: Path) -> dict:
 def check_outputs(out: Path, name: str, expected: dict, encoder, dataset: bool = True) -> None:
     """Every valid frame once, in both outputs, equal to Encoder.encode on the same depth."""
     feats = read_features(out / f"{name}_features")
-    assert sorted(feats) == sorted(f"{t}/features/{k}" for t in DEPTH_TOPICS for k in ("cls", "dense", "info"))
+    assert sorted(feats) == sorted(f"{c}/features/{k}" for c in CAMERAS.values() for k in ("cls", "dense", "info"))
     ds = load_dataset(out / f"{name}_dataset") if dataset else None
     for topic, frames in expected.items():
         dense_msgs, cls_msgs = feats[f"{topic}/features/dense"], feats[f"{topic}/features/cls"]
@@ -350,3 +353,75 @@ def test_segment_closed_but_not_listed_is_recovered(tmp_path, bags, encoder, mon
     assert result.complete and result.frames_present == 10
     assert any("closed but did not list" in n for n in result.notes)
     check_outputs(tmp_path, "run_mcap", expected["mcap"], encoder, dataset=False)
+
+
+def _colour_bag(path: Path, rgbs: list[np.ndarray]) -> dict:
+    """rgb8 on /cam/color/image_raw, JPEG on /cam2/color/image_raw/compressed, and depth beside them."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from defm_ros.color_codecs import decode_color
+    from defm_ros.color_codecs import encode_compressed as encode_color
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Compressed = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    raw = writer.add_connection("/cam/color/image_raw", Image.__msgtype__, typestore=ts)
+    jpeg = writer.add_connection("/cam2/color/image_raw/compressed", Compressed.__msgtype__, typestore=ts)
+    depth = writer.add_connection("/cam/depth", Image.__msgtype__, typestore=ts)
+    expected: dict[str, list] = {"/cam/color/image_raw": [], "/cam2/color/image_raw": []}
+    for i in range(4):
+        rgb, t = rgbs[i % len(rgbs)], 1_700_000_000 * 10**9 + i * 10**8
+        header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam_color")
+        msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
+                    step=rgb.shape[1] * 3, data=np.frombuffer(rgb.tobytes(), np.uint8))
+        writer.write(raw, t, ts.serialize_cdr(msg, Image.__msgtype__))
+        expected["/cam/color/image_raw"].append((t, rgb))
+        fmt, data = encode_color(rgb, "jpeg")
+        writer.write(jpeg, t + 1, ts.serialize_cdr(Compressed(header=header, format=fmt,
+                                                              data=np.frombuffer(data, np.uint8)),
+                                                   Compressed.__msgtype__))
+        expected["/cam2/color/image_raw"].append((t + 1, decode_color(types.SimpleNamespace(format=fmt, data=data))))
+        mm = np.full((48, 64), 1000, np.uint16)
+        writer.write(depth, t + 2, ts.serialize_cdr(Image(header=header, height=48, width=64, encoding="16UC1",
+                                                          is_bigendian=0, step=128,
+                                                          data=np.frombuffer(mm.tobytes(), np.uint8)),
+                                                    Image.__msgtype__))
+    writer.close()
+    return expected
+
+
+def test_a_theia_model_extracts_the_colour_topics(tmp_path, shared_data):
+    from PIL import Image as PILImage
+
+    from defm_ros.sample_data import color_pngs
+
+    rgbs = [np.array(PILImage.open(p).convert("RGB")) for p in color_pngs(shared_data)]
+    expected = _colour_bag(tmp_path / "colour", rgbs)
+    enc = build_encoder(model="theia_tiny", weights="random")
+    result = extract_bag(tmp_path / "colour", tmp_path / "out", encoder=enc, dataset=True, progress=False)
+    assert result.topics == ["/cam/color/image_raw", "/cam2/color/image_raw/compressed"]  # not the depth
+    assert result.complete and result.frames_written == 8
+    feats = read_features(tmp_path / "out" / "colour_features")
+    assert sorted(feats) == sorted(f"{c}/features/{k}" for c in expected for k in ("cls", "dense", "info"))
+    ds = load_dataset(tmp_path / "out" / "colour_dataset")
+    assert ds["meta"]["modality"] == ds["info"]["modality"] == "color" and ds["dense"].shape[1:] == (192, 14, 14)
+    for camera, frames in expected.items():
+        ref_cls, ref_dense = enc.encode(np.stack([rgb for _, rgb in frames])).numpy()
+        dense = feats[f"{camera}/features/dense"]
+        assert [t for t, _ in dense] == [t for t, _ in frames]
+        for (_, msg), want in zip(dense, ref_dense, strict=True):
+            np.testing.assert_allclose(from_msg(msg), want, atol=1e-4)
+        sel = np.flatnonzero(np.asarray(ds["topics"])[ds["topic"]] == camera)
+        np.testing.assert_allclose(ds["cls"][sel], ref_cls, atol=1e-4)
+
+
+def test_cli_extract_with_theia_takes_the_colour_topic_of_a_depth_bag(cli, capsys, tmp_path, bags):
+    paths, _ = bags
+    common = ["--out", tmp_path / "o", "--weights", "random", "--no-progress", "--model", "theia_tiny", "--dataset"]
+    assert cli(paths["mcap"], *common) == 0
+    assert "complete; wrote 6 frames" in capsys.readouterr().out
+    ds = load_dataset(tmp_path / "o" / "run_mcap_dataset")
+    assert ds["topics"] == ["/cam/color"] and ds["meta"]["modality"] == "color"

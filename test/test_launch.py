@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from defm_ros.launch_config import LAUNCH_ARGS, PROFILE_ENV, node_launch
+from defm_ros.launch_config import LAUNCH_ARGS, PAIR_ARGS, PROFILE_ENV, depth_and_color, node_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_a_user_profile_under_either_name_wins_in_launch_and_node():
 def test_preset_values_pass_the_nodes_validation():
     from defm_ros.node_params import PARAMS, check_value
 
-    for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml"):
+    for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml", "realsense_color.yaml", "zed_color.yaml"):
         params = yaml.safe_load((ROOT / "config" / f).read_text())["/**"]["ros__parameters"]
         for k, v in params.items():
             assert k in PARAMS, (f, k)
@@ -80,3 +80,30 @@ def test_launch_file_declares_the_documented_arguments():
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     readme = (ROOT / "README.md").read_text()
     assert all(f"{name}:=" in readme for name in LAUNCH_ARGS), [n for n in LAUNCH_ARGS if f"{n}:=" not in readme]
+
+
+@pytest.mark.parametrize(("camera", "topic"), [("realsense", "/camera/camera/color/image_raw"),
+                                               ("zed", "/zed/zed_node/rgb/image_rect_color")])
+def test_a_colour_model_gets_the_colour_preset(camera, topic):
+    spec = node_launch(ROOT, camera=camera, model="theia_small", environ={})
+    preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
+    assert preset["image_topic"] == topic and "depth_topic" not in preset
+
+
+def test_depth_and_colour_from_one_camera_as_two_nodes():
+    depth, color = depth_and_color(ROOT, camera="realsense", device="cuda", environ={})
+    assert (depth.namespace, color.namespace) == ("defm", "theia")
+    assert depth.parameters[0].endswith("realsense.yaml") and color.parameters[0].endswith("realsense_color.yaml")
+    assert depth.parameters[-1]["model"] == "defm_resnet18" and color.parameters[-1]["model"] == "theia_small"
+    assert depth.parameters[-1]["device"] == color.parameters[-1]["device"] == "cuda"
+    assert depth.env == color.env == {PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")}
+    with pytest.raises(ValueError, match="color_model must be a color model"):
+        depth_and_color(ROOT, color_model="defm_vit_s14")
+    with pytest.raises(ValueError, match="depth_model must be a depth model"):
+        depth_and_color(ROOT, depth_model="theia_tiny")
+    tree = ast.parse((ROOT / "launch" / "depth_and_color.launch.py").read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert {"PAIR_ARGS", "depth_and_color", "LifecycleNode"} <= names
+    readme = (ROOT / "README.md").read_text()
+    assert "depth_and_color.launch.py" in readme and all(f"{k}:=" in readme for k in ("depth_model", "color_model"))
+    assert set(PAIR_ARGS) >= {"camera", "depth_model", "color_model", "device", "autostart"}

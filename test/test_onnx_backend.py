@@ -197,3 +197,27 @@ def test_tensorrt_fp16_builds_and_caches_an_engine(frames, tmp_path):
     out = enc.encode(frames.cuda())
     assert any((tmp_path / "trt").iterdir())  # engines are cached for the next start
     assert (out.dense.float() - ref.encode(frames.cuda()).dense.float()).abs().max() < 0.1
+
+
+def test_theia_on_onnxruntime_matches_torch(frames):
+    from defm_ros.sample_data import sample_color
+
+    rgb = torch.from_numpy(sample_color(CAMERA, 2)[0])
+    ref, enc = _pair("theia_tiny")
+    _assert_close(enc.encode(rgb), ref.encode(rgb))
+    _assert_close(enc.encode(rgb[0].numpy()), ref.encode(rgb[0].numpy()))
+    assert enc.info["modality"] == "color" and enc.info["providers"] == ["CPUExecutionProvider"]
+    x = enc.preprocess(rgb)  # ONNX Runtime's own graph of the ViT image processor (float64 resize)
+    assert torch.equal(x, ref.preprocess(rgb))
+
+
+def test_bench_runs_a_colour_model_on_colour_frames(capsys):
+    import argparse
+
+    from defm_ros.cli import bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    assert bench.main(p.parse_args(["-m", "theia_tiny", "--iters", "2", "--warmup", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "480x640 color" in out and "onnxruntime" in out

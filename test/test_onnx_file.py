@@ -224,3 +224,35 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="batch"):
         export_onnx(enc.net, enc.info_obj, DepthPreprocess(enc.geometry), tmp_path / "x.onnx", batch=-1)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("camera", [CAMERA, (224, 224)])
+def test_theia_exports_with_its_preprocessing_and_matches_torch(camera, tmp_path, shared_data):
+    from defm_ros.sample_data import sample_color
+
+    enc = _encoder("theia_tiny")
+    path = tmp_path / "theia.onnx"
+    side = enc.export_onnx(path, camera_size=camera, batch=None)
+    check = side["onnx"]["check"]
+    assert check["max_abs_err_cls"] <= FP32_TOLERANCE and check["max_abs_err_dense"] <= FP32_TOLERANCE
+    assert all(f.split("/")[-1].startswith("rgb.") for f in check["frames"]), check["frames"]
+    assert side["onnx"]["input_name"] == "image" and side["onnx"]["input"].startswith("uint8 RGB")
+    assert side["modality"] == "color" and "non-commercial" in side["license"]
+    model = onnx.load(path)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    rgb = sample_color(camera, 3)[0]
+    cls, dense = _session(model).run(None, {"image": rgb})
+    ref = enc.encode(rgb)
+    assert np.abs(cls - ref.cls.numpy()).max() <= FP32_TOLERANCE
+    assert np.abs(dense - ref.dense.numpy()).max() <= FP32_TOLERANCE
+
+
+def test_the_colour_graph_resizes_exactly_as_pil(tmp_path, shared_data):
+    """The exported preprocessing is the same float64 arithmetic: bit-equal to the eager ColorPreprocess."""
+    from defm_ros.color_preprocess import ColorPreprocess
+    from defm_ros.sample_data import sample_color
+
+    prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)))
+    rgb = sample_color(CAMERA, 2)[0]
+    got = _session(preprocess_graph(prep, CAMERA)).run(None, {"image": rgb})[0]
+    assert np.array_equal(got, prep(torch.from_numpy(rgb)).numpy())

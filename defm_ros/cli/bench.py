@@ -1,4 +1,5 @@
-"""Time preprocessing, inference and end-to-end encode per backend on real depth frames, side by side.
+"""Time preprocessing, inference and end-to-end encode per backend on real frames (depth or colour, as
+the model takes), side by side.
 
 Each backend is timed in its own block after warm-up (never interleaved: ONNX Runtime's threads would
 slow torch's), with the same weights (random unless --weights is given: timing does not depend on
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="BACKEND", help="backends to compare, first is the baseline (default: torch onnxruntime)")
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
     p.add_argument("--camera-size", type=size_type, default=(480, 640), metavar="HxW",
-                   help="depth frame size (default 480x640, the size of the shared real frames)")
+                   help="camera frame size (default 480x640, the size of the shared real frames)")
     p.add_argument("--iters", type=int, default=50, help="timed calls per measurement (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before each block (default 10)")
     p.add_argument("--rounds", type=int, default=1, help="cycle the backends' blocks this many times and pool "
@@ -159,17 +160,19 @@ def _versions() -> dict[str, str]:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..sample_data import sample_depth
+    from ..models import get_spec
+    from ..sample_data import sample_inputs
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0 or args.rounds < 1:
         raise CliError("--batch, --iters and --rounds must be >= 1, --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    depth, names = sample_depth(args.camera_size, args.batch)
+    modality = get_spec(args.model).modality
+    depth, names = sample_inputs(modality, args.camera_size, args.batch)
     depth = torch.from_numpy(depth)
     versions = _versions()
     print(f"defm-ros bench: {args.model} {args.size[0]}x{args.size[1]}, batch {args.batch}, "
-          f"{args.camera_size[0]}x{args.camera_size[1]} depth, device {args.device}, {args.precision}, "
+          f"{args.camera_size[0]}x{args.camera_size[1]} {modality}, device {args.device}, {args.precision}, "
           f"torch threads {torch.get_num_threads()}, {args.rounds} round(s), load average {os.getloadavg()[0]:.2f}")
     print("  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"  frames: {', '.join(sorted(set(names)))}")

@@ -1,4 +1,5 @@
-"""Encode every depth frame of recorded bags (rosbag2 sqlite3/mcap, ROS 1 .bag) into DeFM features.
+"""Encode every frame of recorded bags (rosbag2 sqlite3/mcap, ROS 1 .bag) into features: the depth
+topics for a DeFM model, the colour topics for a Theia model (found by their messages).
 
 For each BAG, writes OUT/<name>_features/ (a rosbag2 mcap bag with <topic>/features/dense, /cls and
 /info at the original timestamps) and, with --dataset, OUT/<name>_dataset/ (chunked .npz files for
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rosbag2 folders, .mcap/.db3 files or ROS 1 .bag files")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument("--topic", "-t", action="append", dest="topics", metavar="TOPIC",
-                   help="depth topic to encode (repeatable; default: every depth topic found)")
+                   help="topic to encode (repeatable; default: every topic of the model's modality found)")
     p.add_argument("--dataset", action="store_true", help="also write OUT/<name>_dataset/ for training")
     p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
@@ -115,5 +116,5 @@ def _extract_all(args: argparse.Namespace) -> int:
         print(f"total: {written} frames in {elapsed:.1f} s ({written / elapsed if elapsed else 0:.1f} frames/s), "
               f"{sum(sum(r.rejected.values()) for r in results)} malformed message(s) skipped")
     if results and not any(r.topics for r in results) and not failed:
-        raise CliError("no depth topics found (pass --topic to choose one)")
+        raise CliError(f"no {info['modality']} topics found for {info['model']} (pass --topic to choose one)")
     return 1 if failed else 0

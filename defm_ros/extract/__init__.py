@@ -1,4 +1,4 @@
-"""Offline extraction (SPEC §7): recorded bags -> DeFM feature bags and training datasets.
+"""Offline extraction (SPEC §7): recorded bags -> feature bags and training datasets (depth or colour).
 
 Pure Python, no rclpy: rosbags reads rosbag2 (sqlite3, mcap) and ROS 1 bags and writes the mcap
 feature bag. `extract_bag(path, out, **options)` processes one recording and is the unit of work
@@ -7,10 +7,10 @@ to hand to a distributed engine (Ray Data, Dask) for fleets of bags; see the REA
 
 from .job import ExtractInterrupted, ExtractResult, build_encoder, extract_bag, output_name
 from .sinks import FeatureBag, FeatureDataset, OutputMismatchError, iter_chunks, load_dataset
-from .source import BagReadError, BagSource, find_depth_topics
+from .source import BagReadError, BagSource, find_topics
 
 __all__ = [
     "BagReadError", "BagSource", "ExtractInterrupted", "ExtractResult", "FeatureBag", "FeatureDataset",
-    "OutputMismatchError", "build_encoder", "extract_bag", "find_depth_topics", "iter_chunks",
+    "OutputMismatchError", "build_encoder", "extract_bag", "find_topics", "iter_chunks",
     "load_dataset", "output_name",
 ]

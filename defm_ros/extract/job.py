@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import DEFAULT_DTYPE, OUTPUT_DTYPES, check_choice
-from ..depth_codecs import decode_depth
+from ..choices import DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
+from ..inputs import INPUTS, camera_topic
+from ..models import get_spec
 from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
-from .source import BagReadError, BagSource, find_depth_topics
+from .source import BagReadError, BagSource, find_topics
 
 log = logging.getLogger("defm_ros")
 ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
@@ -26,7 +27,7 @@ ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "preci
 
 @dataclass
 class ExtractResult:
-    """What one extract_bag call did. `complete`: every readable depth frame of the selected topics
+    """What one extract_bag call did. `complete`: every readable frame of the selected topics
     has its features in every output (possibly over several resumed runs)."""
 
     bag: str
@@ -88,11 +89,11 @@ class ExtractInterrupted(KeyboardInterrupt):
 
 @dataclass
 class _Frame:
-    topic: str
+    topic: str  # the camera's topic (camera_topic): what the features are named after
     log_time: int
     stamp: int
     frame_id: str
-    depth: np.ndarray
+    x: np.ndarray  # the model's input: depth in metres, or uint8 RGB
     to_bag: bool
     to_dataset: bool
 
@@ -117,7 +118,7 @@ def build_encoder(**options: Any) -> Any:
 
 def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float) -> dict[str, Any]:
     """What must match for features of two runs to belong in one output (device may differ)."""
-    return {"model": info["model"], "checkpoint_sha256": info["checkpoint_sha256"],
+    return {"model": info["model"], "modality": info["modality"], "checkpoint_sha256": info["checkpoint_sha256"],
             "random_weights": info["random_weights"], "input_size": list(info["input_size"]),
             "dense_level": info["dense_level"], "depth_mode": info["depth_mode"],
             "precision": info["precision"], "dtype": dtype, "depth_scale": depth_scale}
@@ -175,7 +176,8 @@ def extract_bag(
     on_batch: Callable[[ExtractResult], None] | None = None,
     **encoder_options: Any,
 ) -> ExtractResult:
-    """Encode every depth frame of one bag; write `<out>/<name>_features/` (rosbag2, mcap) and/or
+    """Encode every frame of one bag's topics of the model's modality (depth for DeFM, colour for Theia);
+    write `<out>/<name>_features/` (rosbag2, mcap) and/or
     `<out>/<name>_dataset/` (chunked .npz). Returns an ExtractResult; raises ExtractInterrupted
     (a KeyboardInterrupt) on Ctrl-C after closing the outputs, BagReadError for an unreadable bag.
 
@@ -196,15 +198,17 @@ def extract_bag(
     name = output_name(bag)
     result = ExtractResult(bag=str(bag))
     out.mkdir(parents=True, exist_ok=True)
+    model = encoder.info["model"] if encoder is not None else encoder_options.get("model") or DEFAULT_MODEL
+    modality = get_spec(model).modality
     with _lock(out / f".{name}.lock"), BagSource(bag) as source:
         result.notes += source.notes
         result.source_truncated = source.salvaged
-        found = find_depth_topics(source) if topics is None else [t for t in source.topics if t.name in topics]
+        found = find_topics(source, modality) if topics is None else [t for t in source.topics if t.name in topics]
         if topics is not None and (missing := sorted(set(topics) - {t.name for t in found})):
             raise BagReadError(f"{bag}: no topic(s) {missing}; it has {sorted(t.name for t in source.topics)}")
         result.topics = [t.name for t in found]
         if not found:
-            result.notes.append("no depth topics (16UC1/mono16/32FC1 Image or compressedDepth) in this bag")
+            result.notes.append(f"no {modality} topics in this bag (see `defm-ros extract --help`)")
             result.complete = True
             return result
         result.frames_total = sum(t.count or 0 for t in found)
@@ -240,10 +244,12 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
 
     bag_sink = next((s for s in sinks if isinstance(s, FeatureBag)), None)
     ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
+    kind = INPUTS[enc.info["modality"]]
+    params = {"depth_scale": depth_scale}
     bag_done = done[sinks.index(bag_sink)] if bag_sink else set()
     ds_done = done[sinks.index(ds_sink)] if ds_sink else set()
     rejected: Counter[str] = Counter()
-    pending: dict[tuple[int, int], list[_Frame]] = defaultdict(list)
+    pending: dict[tuple[int, ...], list[_Frame]] = defaultdict(list)  # frames of one shape share a pass
     queued = 0
     consecutive_failures = 0
 
@@ -253,14 +259,14 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if rejected[reason] <= 3:
             log.warning("%s: skipping a malformed message (%s): %s", result.bag, reason, exc)
 
-    def flush(shape: tuple[int, int]) -> None:
+    def flush(shape: tuple[int, ...]) -> None:
         nonlocal queued, consecutive_failures
         frames = pending.pop(shape, [])
         queued -= len(frames)
         if not frames:
             return
         try:
-            feats = enc.encode(np.stack([f.depth for f in frames]))
+            feats = enc.encode(np.stack([f.x for f in frames]))
             cls, dense = feats.numpy()
         except (KeyboardInterrupt, MemoryError):
             raise
@@ -296,7 +302,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                 result.frames_read += 1
                 try:
                     msg = source.deserialize(raw)
-                    key = (raw.topic, raw.log_time, stamp_ns(msg.header))
+                    key = (camera_topic(raw.topic), raw.log_time, stamp_ns(msg.header))
                     frame_id = str(msg.header.frame_id)
                 except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
                     reject("undecodable message", exc)
@@ -308,13 +314,13 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                     bar.update(1)
                     continue
                 try:
-                    depth = decode_depth(msg, depth_scale)
-                except Exception as exc:  # noqa: BLE001 - DepthDecodeError, or a field of the wrong type
-                    reject("bad depth image", exc)
+                    x = kind.decode_one(msg, params)
+                except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
+                    reject(f"bad {kind.modality} image", exc)
                     bar.update(1)
                     continue
-                shape = (int(depth.shape[0]), int(depth.shape[1]))
-                pending[shape].append(_Frame(raw.topic, raw.log_time, key[2], frame_id, depth, to_bag, to_ds))
+                shape = tuple(int(v) for v in x.shape)
+                pending[shape].append(_Frame(key[0], raw.log_time, key[2], frame_id, x, to_bag, to_ds))
                 queued += 1
                 if len(pending[shape]) >= batch:
                     flush(shape)

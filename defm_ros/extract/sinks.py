@@ -312,7 +312,8 @@ class FeatureDataset:
 
     def _save_meta(self, complete: bool, extra: dict[str, Any] | None = None) -> None:
         doc = {"format": "defm_ros.features_dataset", "version": 1, "source": self.source,
-               "topics": self.topics, "complete": complete, "dtype": self.dtype.name,
+               "topics": self.topics, "modality": self.info["modality"], "complete": complete,
+               "dtype": self.dtype.name,
                "arrays": {"stamp_ns": "(N,) int64 header stamp", "log_time_ns": "(N,) int64 bag log time",
                           "topic": "(N,) int16 index into topics", "frame_id": "(N,) str",
                           "cls": "(N, C)", "dense": "(N, C, h, w)"},

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..depth_codecs import RAW_ENCODINGS
+from ..inputs import INPUTS
 
 log = logging.getLogger("defm_ros")
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
-PROBE_MESSAGES = 10  # messages looked at per image topic to tell depth from colour
+PROBE_MESSAGES = 10  # messages looked at per image topic to tell its modality
 
 
 class BagReadError(RuntimeError):
@@ -212,15 +212,11 @@ class _McapSalvage:
         return self.typestore.deserialize_cdr(msg.data, msg.msgtype)
 
 
-def is_depth_message(msg: Any) -> bool:
-    if hasattr(msg, "format"):
-        return "compresseddepth" in str(msg.format).lower()
-    return str(getattr(msg, "encoding", "")) in RAW_ENCODINGS
-
-
-def find_depth_topics(source: BagSource) -> list[TopicInfo]:
-    """Every Image topic with a depth encoding (16UC1, mono16, 32FC1) and every compressedDepth
-    CompressedImage topic, judged by its first few messages (a malformed one does not hide it)."""
+def find_topics(source: BagSource, modality: str = "depth") -> list[TopicInfo]:
+    """Every Image / CompressedImage topic that carries `modality` (inputs.py: depth is 16UC1, mono16,
+    32FC1 or compressedDepth; colour is rgb8, bgr8, rgba8, bgra8 or JPEG/PNG), judged by its first few
+    messages (a malformed one does not hide it)."""
+    carries = INPUTS[modality].carries
     candidates = [t for t in source.topics if t.msgtype in (IMAGE, COMPRESSED)]
     found: list[TopicInfo] = []
     for topic in candidates:
@@ -228,7 +224,7 @@ def find_depth_topics(source: BagSource) -> list[TopicInfo]:
         for raw in source.messages([topic.name]):
             seen += 1
             try:
-                if is_depth_message(source.deserialize(raw)):
+                if carries(source.deserialize(raw)):
                     found.append(topic)
                     break
             except Exception:  # noqa: BLE001 - a malformed message says nothing about the topic
