@@ -4,9 +4,9 @@ headers and log times kept, malformed messages skipped, resumable, interrupt-saf
 from __future__ import annotations
 
 import json
-import types
 import os
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
