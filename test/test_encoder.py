@@ -123,3 +123,25 @@ def test_lazy_open_close_reopen():
     assert enc.backend is None and next(enc.net.parameters()).device.type == "cpu"
     enc.open()
     assert torch.equal(enc.encode(_depth()).dense, first.dense)
+
+
+def test_the_wrong_modality_is_a_clear_error():
+    depth, theia = _enc(), _enc("theia_tiny")
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="takes depth in metres.*a colour image\\? run a Theia model"):
+        depth.encode(rgb)
+    with pytest.raises(ValueError, match="theia_tiny takes uint8 RGB.*depth\\? run a DeFM model"):
+        theia.encode(_depth()[0])
+    with pytest.raises(ValueError, match="takes uint8 RGB"):
+        theia.encode(rgb.astype(np.float32))
+    with pytest.raises(ValueError, match="depth_mode applies to depth models"):
+        theia.encode(rgb, depth_mode="relative")
+    with pytest.raises(ValueError, match="depth_mode applies to depth models"):
+        Encoder("theia_tiny", weights="random", depth_mode="relative")
+    assert theia.encode(rgb).dense.shape == (1, 192, 14, 14) and theia.info["depth_mode"] == ""
+
+
+def test_theia_crops_other_sizes_to_its_patch_grid():
+    enc = _enc("theia_tiny", input_size=(230, 330))
+    assert tuple(enc.info["input_size"]) == (224, 320) and tuple(enc.info["dense_size"]) == (14, 20)
+    assert enc.encode(np.zeros((2, 48, 64, 3), np.uint8)).dense.shape == (2, 192, 14, 20)
