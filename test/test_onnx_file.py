@@ -98,7 +98,7 @@ def test_vit_s14_exports_and_matches_torch(size, tmp_path, shared_data):
     enc = _encoder("defm_vit_s14", size)
     side = enc.export_onnx(tmp_path / "vit.onnx", camera_size=CAMERA, batch=None)
     _assert_parity(side)
-    assert side["onnx"]["input_shape"] == ["batch", *CAMERA]
+    assert side["onnx"]["input_shape"] == ["batch", *CAMERA] and side["onnx"]["input_dtype"] == "float32"
     assert side["dense_size"] == [size[0] // 14, size[1] // 14]
 
 
@@ -237,6 +237,7 @@ def test_theia_exports_with_its_preprocessing_and_matches_torch(camera, tmp_path
     assert check["max_abs_err_cls"] <= FP32_TOLERANCE and check["max_abs_err_dense"] <= FP32_TOLERANCE
     assert all(f.split("/")[-1].startswith("rgb.") for f in check["frames"]), check["frames"]
     assert side["onnx"]["input_name"] == "image" and side["onnx"]["input"].startswith("uint8 RGB")
+    assert side["onnx"]["input_dtype"] == "uint8" and side["onnx"]["output_dtype"] == "float32"
     assert side["modality"] == "color" and "non-commercial" in side["license"]
     model = onnx.load(path)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8

@@ -1,8 +1,8 @@
-"""Export a model to ONNX, check it against torch on real depth frames, and write its sidecar JSON.
+"""Export a model to ONNX, check it against torch on real frames, and write its sidecar JSON.
 
-With --camera-size the file takes raw depth in metres of that size (normalization in the graph, one
-ONNX Runtime call per frame); without, it takes the normalized (B, 3, H, W) tensor. Outputs are
-`cls` and `dense`, float32, whatever the precision. The sidecar <file>.json is what the node
+With --camera-size the file takes the raw input of that size (depth in metres, or uint8 RGB for Theia)
+with the preprocessing in the graph (one ONNX Runtime call per frame); without, it takes the
+normalized (B, 3, H, W) tensor. Outputs are `cls` and `dense`, float32, whatever the precision. The sidecar <file>.json is what the node
 publishes on ~/features/info; keep it next to the file.
 """
 
@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     onnx = side["onnx"]
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out}.json")
-    print(f"  input  {onnx['input_name']} {onnx['input_shape']} float32 ({onnx['input']})")
+    print(f"  input  {onnx['input_name']} {onnx['input_shape']} {onnx['input_dtype']} ({onnx['input']})")
     print(f"  output cls [{onnx['input_shape'][0]}, {side['cls_channels']}], dense [.., {side['dense_channels']}, "
           f"{side['padded_size'][0] // side['stride']}, {side['padded_size'][1] // side['stride']}] "
           f"(crop to {side['dense_size'][0]}x{side['dense_size'][1]})")
