@@ -2,8 +2,8 @@
 
 With --camera-size the file takes the raw input of that size (depth in metres, or uint8 RGB for Theia)
 with the preprocessing in the graph (one ONNX Runtime call per frame); without, it takes the
-normalized (B, 3, H, W) tensor. Outputs are `cls` and `dense`, float32, whatever the precision. The sidecar <file>.json is what the node
-publishes on ~/features/info; keep it next to the file.
+normalized (B, 3, H, W) tensor. Outputs are `cls` and `dense`, float32, whatever the precision.
+The sidecar <file>.json is what the node publishes on ~/features/info; keep it next to the file.
 """
 
 from __future__ import annotations
