@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "defm_ros"
 # Lower layers never import higher ones. Data flows message -> codec -> normalization -> backend ->
 # features -> message: the codecs, the normalization and the feature messages sit at the bottom.
 LAYERS = [
-    ("foundation", ["choices", "resize", "normalize", "color_preprocess", "depth_codecs", "color_codecs",
+    ("foundation", ["choices", "resize", "normalize", "color_preprocess", "rgbd_preprocess", "depth_codecs",
+                    "color_codecs",
                     "features", "pca",
                     "sample_data", "info",
                     "dds_profile"]),
     ("models", ["models"]),
     ("backends", ["backends"]),
-    ("encoder", ["encoder", ""]),  # "" is the package root: `from defm_ros import Encoder`
+    ("encoder", ["encoder", "refiner", ""]),  # "" is the package root: `from defm_ros import Encoder`
     ("node core", ["inputs", "pipeline", "diagnostics", "reliability", "runner", "node_params", "launch_config"]),
     ("applications", ["node", "extract", "cli"]),
 ]

@@ -51,7 +51,8 @@ def test_vit_l_parity_small_size(tmp_path):
 
 
 def test_specs_match_built_models():
-    norms = {"vit": ("norm.weight",) * 2, "theia": ("layernorm.weight",) * 2}
+    norms = {"vit": ("norm.weight",) * 2, "theia": ("layernorm.weight",) * 2,
+             "lingbot": ("encoder.backbone.norm.weight", "encoder.output_projections.0.bias")}
     for name, spec in MODELS.items():
         sd = state_shapes(name)
         cls_key, dense_key = norms.get(spec.family, ("norm_cls.weight", "norm_patch.weight"))

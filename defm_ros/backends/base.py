@@ -7,12 +7,15 @@ the Encoder writes that into the stream description. A backend never edits the d
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
+
+log = logging.getLogger("defm_ros")
 
 
 class Preprocess(Protocol):
@@ -35,6 +38,14 @@ class Preprocess(Protocol):
 
 class DeviceUnavailableError(RuntimeError):
     """A device, provider or precision that was asked for strictly (strict=True) and cannot be had."""
+
+
+def downgrade(msg: str, strict: bool, warnings: list[str]) -> None:
+    """Say a downgrade out loud (the log and `warnings`), or refuse it (strict). `msg`: "what; instead"."""
+    if strict:
+        raise DeviceUnavailableError(msg.split(";")[0] + " (strict: not falling back)")
+    log.warning(msg)
+    warnings.append(msg)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Backend, BackendReport, DeviceUnavailableError, Preprocess
+from .base import Backend, BackendReport, Preprocess, downgrade
 from .graph import NET_INPUT, OUTPUT_NAMES, preprocess_graph
 from .onnx_file import cache_dir, read_sidecar
 
@@ -76,10 +76,7 @@ class OnnxBackend(Backend):
         self._lock = threading.Lock()
 
     def _downgrade(self, msg: str) -> None:
-        if self.strict:
-            raise DeviceUnavailableError(msg.split(";")[0] + " (strict: not falling back)")
-        log.warning(msg)
-        self.warnings.append(msg)
+        downgrade(msg, self.strict, self.warnings)
 
     def _pick_providers(self) -> list[tuple[str, dict[str, Any]]]:
         available = self._ort.get_available_providers()

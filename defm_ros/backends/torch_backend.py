@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import torch
 from torch import nn
 
 from ..choices import DEFAULT_PRECISION
-from .base import Backend, BackendReport, DeviceUnavailableError
+from .base import Backend, BackendReport, downgrade
 
-log = logging.getLogger("defm_ros")
 AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(dev: torch.device, strict: bool, warnings: list[str]) -> torch.device:
+    """The device to run on: the requested one, or (loudly) the CPU / cuda:0 when it cannot be had."""
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        downgrade(f"device {dev} requested but CUDA is not available; running on cpu", strict, warnings)
+        return torch.device("cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        downgrade(f"device {dev} requested but only {torch.cuda.device_count()} GPU(s) exist; running on cuda:0",
+                  strict, warnings)
+        return torch.device("cuda", 0)
+    return dev
+
+
+def pick_precision(precision: str, device: torch.device, strict: bool, warnings: list[str]) -> str:
+    if precision == "fp16" and device.type == "cpu":
+        downgrade("precision fp16 requested on cpu, which has no fast fp16 kernels; running fp32", strict, warnings)
+        return "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST.get(precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class TorchBackend(Backend):
@@ -34,8 +56,8 @@ class TorchBackend(Backend):
         strict: bool = False,
     ) -> None:
         self.strict, self.warnings = strict, []
-        self.device = self._pick_device(torch.device(device))
-        self.precision = self._pick_precision(precision)
+        self.device = pick_device(torch.device(device), strict, self.warnings)
+        self.precision = pick_precision(precision, self.device, strict, self.warnings)
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
         if channels_last:
@@ -44,39 +66,11 @@ class TorchBackend(Backend):
             p.requires_grad_(False)
         self._forward = torch.compile(self.model) if compile else self.model
         self.compiled = compile
-        self._dtype = AUTOCAST.get(self.precision)
-
-    def _downgrade(self, msg: str) -> None:
-        if self.strict:
-            raise DeviceUnavailableError(msg.split(";")[0] + " (strict: not falling back)")
-        log.warning(msg)
-        self.warnings.append(msg)
-
-    def _pick_device(self, dev: torch.device) -> torch.device:
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            self._downgrade(f"device {dev} requested but CUDA is not available; running on cpu")
-            return torch.device("cpu")
-        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-            self._downgrade(f"device {dev} requested but only {torch.cuda.device_count()} GPU(s) exist; "
-                            "running on cuda:0")
-            return torch.device("cuda", 0)
-        return dev
-
-    def _pick_precision(self, precision: str) -> str:
-        if precision == "fp16" and self.device.type == "cpu":
-            self._downgrade("precision fp16 requested on cpu, which has no fast fp16 kernels; running fp32")
-            return "fp32"
-        return precision
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._dtype)
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             cls, dense = self._forward(x)
         return cls.float(), dense.float()
 

@@ -1,14 +1,19 @@
 """The model zoo (DeFM, Theia): specs, architectures and checkpoint loading."""
 
 from ..choices import DEFAULT_DENSE_LEVEL
-from .registry import MODELS, ModelSpec, dense_stride, get_spec
+from .registry import MODELS, REFINERS, ModelSpec, dense_stride, get_spec
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
+__all__ = ["MODELS", "REFINERS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
 
 
-def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL):
-    """Build a variant with random weights (load a checkpoint into it for real use)."""
+def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL, config: dict | None = None):
+    """Build a variant with random weights (load a checkpoint into it for real use). LingBot's
+    architecture comes from its checkpoint's `config`; without one, an assumed ViT-L (random weights)."""
     spec = get_spec(name)
+    if spec.family == "lingbot":
+        from .lingbot import ASSUMED_VITL_CONFIG, LingBotFeatures
+
+        return LingBotFeatures(config or ASSUMED_VITL_CONFIG)
     if spec.family == "theia":
         from .theia import TheiaViT
 

@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,8 +113,15 @@ def file_sha256(path: Path) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict (possibly under "model"), read as data only: safetensors, or a weights-only .pth."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(state dict, model_config or None), read as data only. LingBot-Depth's model.pt is a dict
+    {"model_config": kwargs of the model, "model": state dict}; DeFM's .pth files are a state dict,
+    possibly under "model"; Theia's are safetensors."""
     if Path(path).suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path), None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -128,11 +136,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                               f"{type(exc).__name__}: {exc}") from exc
+    config = obj.get("model_config") if isinstance(obj, dict) else None
+    if config is not None and not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its model_config is a {type(config).__name__}, not a dict of model kwargs")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
-    return obj
+    return obj, config
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -149,16 +160,16 @@ def backbone_state(state: dict[str, torch.Tensor], spec: ModelSpec) -> tuple[dic
                                                                               dict[str, int]]:
     """Split a checkpoint into (the network's keys, prefix stripped; keys of nothing known; skipped).
 
-    `skipped` counts the keys under the spec's skipped prefixes by their group (two name levels below
-    the prefix, e.g. translator.translator_heads.<teacher>), which are left out on purpose.
+    `skipped` counts the keys under the spec's skipped prefixes by group (the first
+    `spec.skip_group_levels` name levels, e.g. translator.translator_heads.<teacher>), left out on purpose.
     """
     prefix, ours, stray, skipped = spec.checkpoint_prefix, {}, [], {}
     for key, value in state.items():
-        if key.startswith(prefix):
-            ours[key[len(prefix):]] = value
-        elif any(key.startswith(p) for p in spec.skipped_prefixes):
-            group = ".".join(key.split(".")[:3])
+        if any(key.startswith(p) for p in spec.skipped_prefixes):
+            group = ".".join(key.split(".")[:spec.skip_group_levels])
             skipped[group] = skipped.get(group, 0) + 1
+        elif key.startswith(prefix):
+            ours[key[len(prefix):]] = value
         else:
             stray.append(key)
     return ours, stray, skipped
@@ -210,6 +221,8 @@ def load_strict(model: nn.Module, checkpoint: dict[str, torch.Tensor], spec: Mod
                 [f"{pre}{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
         guess = _guess_variant(checkpoint, spec.name)
         hint = f" It looks like a {guess} checkpoint." if guess else ""
+        if unexpected and spec.family == "lingbot":
+            hint += " (Upstream loads with strict=False, which would ignore the unexpected keys silently.)"
         raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
     model.load_state_dict(state, strict=True)
     return skipped

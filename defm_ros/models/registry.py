@@ -1,7 +1,8 @@
 """The model zoo: one spec per published checkpoint, named as upstream names its files.
 
-Two families of encoders share the Encoder, the node and the tools: DeFM (depth, Apache-2.0) and
-Theia (colour; its code and weights are for non-commercial research only).
+Three families share the Encoder, the node and the tools: DeFM (depth, Apache-2.0), Theia (colour; its
+code and weights are for non-commercial research only) and LingBot-Depth (aligned colour + depth,
+Apache-2.0), whose refiners (REFINERS) complete raw sensor depth and whose RGB-D encoder is a feature model.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from typing import Literal
 
 from ..choices import DEFAULT_DENSE_LEVEL, DENSE_LEVELS, check_choice
 
-Family = Literal["vit", "resnet", "efficientnet", "regnet", "theia"]
-Modality = Literal["depth", "color"]
+Family = Literal["vit", "resnet", "efficientnet", "regnet", "theia", "lingbot"]
+Modality = Literal["depth", "color", "rgbd"]
 DEFM_REPO = "leggedrobotics/defm"
 DEFM_LICENSE = "Apache-2.0"
 THEIA_LICENSE = ("non-commercial research only (Theia's code and weights, The AI Institute's licence: "
                  "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)")
-PATCH = {"vit": 14, "theia": 16}  # ViT families: patch size (the input is cropped to multiples of it)
+LINGBOT_LICENSE = "Apache-2.0 (LingBot-Depth, Robbyant)"
+PATCH = {"vit": 14, "theia": 16, "lingbot": 14}  # ViT families: patch size (inputs are cropped to multiples of it)
+HUB_FILES = {"theia": "model.safetensors", "lingbot": "model.pt"}  # one name for every variant: a folder each
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ModelSpec:
     license: str = DEFM_LICENSE
     checkpoint_prefix: str = ""
     skipped_prefixes: tuple[str, ...] = ()
+    skip_group_levels: int = 1  # how skipped keys are grouped in the report (name levels)
 
     @property
     def is_vit(self) -> bool:
@@ -59,18 +63,20 @@ class ModelSpec:
 
     @property
     def hub_file(self) -> str:
-        return "model.safetensors" if self.family == "theia" else f"{self.name}.pth"
+        return HUB_FILES.get(self.family, f"{self.name}.pth")
 
     @property
     def local_file(self) -> str:
-        """Below models/: DeFM's files by their own names; Theia's all share one name, so one folder each."""
-        return f"{self.name}/{self.hub_file}" if self.family == "theia" else self.hub_file
+        """Below models/: DeFM's files by their own names; Theia's and LingBot's share one name per family,
+        so one folder each (as `huggingface-cli download ... --local-dir models/<name>` puts them)."""
+        return f"{self.name}/{self.hub_file}" if self.family in HUB_FILES else self.hub_file
 
 
 def _theia(size: str, dim: int, heads: int, params_m: float) -> ModelSpec:
     return ModelSpec(f"theia_{size}", "theia", f"deit_{size}", dim, dim, params_m, depth=12, num_heads=heads,
                      modality="color", hub_repo=f"theaiinstitute/theia-{size}-patch16-224-cdiv",
-                     license=THEIA_LICENSE, checkpoint_prefix="backbone.model.", skipped_prefixes=("translator.",))
+                     license=THEIA_LICENSE, checkpoint_prefix="backbone.model.", skipped_prefixes=("translator.",),
+                     skip_group_levels=3)
 
 
 _SPECS = [
@@ -91,15 +97,30 @@ _SPECS = [
     _theia("base", 768, 12, 85.8),
 ]
 
+def _lingbot(name: str, repo: str, params_m: float, decoder: bool) -> ModelSpec:
+    """The architecture comes from each checkpoint's model_config; the widths are the published ViT-L's.
+    Heads that upstream's config names but its model never builds are left out by name; the feature
+    model leaves out the decoder too."""
+    skipped = ("normal_head.", "scale_head.") + (() if decoder else ("neck.", "depth_head.", "mask_head."))
+    return ModelSpec(name, "lingbot", "dinov2_vitl14", 1024, 1024, params_m, depth=24, num_heads=16,
+                     modality="rgbd", hub_repo=f"robbyant/{repo}", license=LINGBOT_LICENSE, skipped_prefixes=skipped)
+
+
+_SPECS.append(_lingbot("lingbot_rgbd_vitl14", "lingbot-depth-pretrain-vitl-14", 304.4, decoder=False))
 MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+# Refiners: raw sensor depth + aligned colour -> complete metric depth (refiner.Refiner), not encoders.
+REFINERS: dict[str, ModelSpec] = {s.name: s for s in (
+    _lingbot("lingbot_depth_vitl14", "lingbot-depth-pretrain-vitl-14", 321.0, decoder=True),
+    _lingbot("lingbot_depth_dc_vitl14", "lingbot-depth-postrain-dc-vitl14", 321.0, decoder=True),
+)}
 
 
-def get_spec(name: str) -> ModelSpec:
-    """Look a variant up by name; the error lists the valid names."""
+def get_spec(name: str, zoo: dict[str, ModelSpec] = MODELS) -> ModelSpec:
+    """Look a variant up by name (in MODELS, or REFINERS); the error lists the valid names."""
     try:
-        return MODELS[name]
+        return zoo[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(zoo)}") from None
 
 
 def dense_stride(spec: ModelSpec, dense_level: str = DEFAULT_DENSE_LEVEL) -> int:
