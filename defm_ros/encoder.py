@@ -1,8 +1,10 @@
 """Encoder: a model's input -> class token and dense feature map. The one public facade (SPEC §8).
 
-Depth models (DeFM) take depth in metres; colour models (Theia) take uint8 RGB. The model's
-Preprocess (normalize.DepthPreprocess, color_preprocess.ColorPreprocess) turns it into the network
-input on the model's device; passing one modality to a model of the other is an error that says so.
+Depth models (DeFM) take depth in metres; colour models (Theia) take uint8 RGB; RGB-D models (LingBot's
+encoder) take aligned colour and depth, packed as float32 (H, W, 4) (rgbd_preprocess.pack). The
+model's Preprocess (normalize.DepthPreprocess, color_preprocess.ColorPreprocess,
+rgbd_preprocess.RGBDPreprocess) turns it into the network input on the model's device; passing one
+modality to a model of another is an error that says so.
 
 Construction checks every option and loads the weights strictly, on the CPU; open() builds the
 device backend and close() frees it again. A lifecycle node calls these in configure, activate and
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import Backend
+from .backends import Backend, Preprocess
 from .backends.onnx_backend import OnnxBackend
 from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_sidecar
 from .backends.torch_backend import TorchBackend
@@ -30,7 +32,6 @@ from .choices import (
     DEFAULT_DENSE_LEVEL,
     DEFAULT_DEPTH_MODE,
     DEFAULT_DEVICE,
-    DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
     DEFAULT_PRECISION,
     DEPTH_MODES,
@@ -43,8 +44,9 @@ from .choices import (
 from .color_preprocess import ColorPreprocess
 from .info import StreamInfo
 from .models import build_model, dense_stride, get_spec
-from .models.checkpoints import RANDOM, file_sha256, load_strict, read_state_dict, resolve_weights
+from .models.checkpoints import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
 from .normalize import DepthPreprocess, InputGeometry
+from .rgbd_preprocess import IMAGE_MEAN, IMAGE_STD, RGBDPreprocess, pack
 
 log = logging.getLogger("defm_ros")
 RANDOM_WARNING = "RANDOM WEIGHTS: features are meaningless (smoke runs only)"
@@ -77,7 +79,7 @@ class Encoder:
         weights: str | os.PathLike | None = None,
         backend: str = DEFAULT_BACKEND,
         device: str = DEFAULT_DEVICE,
-        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        input_size: tuple[int, int] | None = None,
         precision: str = DEFAULT_PRECISION,
         dense_level: str = DEFAULT_DENSE_LEVEL,
         depth_mode: str = DEFAULT_DEPTH_MODE,
@@ -92,13 +94,12 @@ class Encoder:
         check_choice("precision", precision, ONNX_PRECISIONS if backend == "onnxruntime" else PRECISIONS)
         self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
-        self.geometry = geom = InputGeometry.for_model(check_input_size(input_size), spec.align, pad=not spec.is_vit)
-        if spec.modality == "color":
-            if depth_mode != DEFAULT_DEPTH_MODE:
-                raise ValueError(f"depth_mode applies to depth models; {spec.name} takes colour")
-            self._prep: DepthPreprocess | ColorPreprocess = ColorPreprocess(geom)
-        else:
-            self._prep = DepthPreprocess(geom, depth_mode)
+        size = check_input_size(input_size) if input_size is not None else spec.default_size
+        self.geometry = geom = InputGeometry.for_model(size, spec.align, pad=not spec.is_vit)
+        if spec.modality != "depth" and depth_mode != DEFAULT_DEPTH_MODE:
+            raise ValueError(f"depth_mode applies to depth models; {spec.name} takes {spec.modality}")
+        self._prep: Preprocess = {"color": ColorPreprocess, "rgbd": RGBDPreprocess}.get(
+            spec.modality, lambda g: DepthPreprocess(g, depth_mode))(geom)
         self._valid = (-(-geom.resize[0] // stride), -(-geom.resize[1] // stride))
         self._strict, self._options = strict, backend_options
         self._base = StreamInfo(
@@ -113,21 +114,36 @@ class Encoder:
             self._adopt_onnx(Path(weights))
         else:
             self.net = self._load(weights, dense_level)
+        if spec.family == "lingbot" and self.net is not None:  # the architecture came with the checkpoint
+            enc = self.net.encoder
+            self._prep = RGBDPreprocess(geom, self.net.remap_depth_in)
+            self._base.cls_channels = enc.backbone.cls_token.shape[-1]
+            self._base.dense_channels = enc.output_projections[0].out_channels
+            self._base.normalization = self._prep.describe()
         self.backend: Backend | None = None
         self.info_obj = self._base
         if not lazy:
             self.open()
 
     def _load(self, weights: str | os.PathLike | None, dense_level: str) -> torch.nn.Module:
-        net = build_model(self.spec.name, dense_level=dense_level).eval()
         base = self._base
         if weights is not None and str(weights) == RANDOM:
             log.warning("%s: %s", self.spec.name, RANDOM_WARNING)
             base.random_weights, base.weights = True, RANDOM
             base.warnings.append(RANDOM_WARNING)
-            return net
+            return build_model(self.spec.name, dense_level=dense_level).eval()
         path = resolve_weights(self.spec, weights)
-        base.checkpoint_skipped = load_strict(net, read_state_dict(path), self.spec, str(path))
+        state, config = read_checkpoint(path)
+        if self.spec.family == "lingbot" and config is None:
+            raise CheckpointError(f"{path} has no model_config: a LingBot-Depth model.pt is a dict "
+                                  "{'model_config': ..., 'model': state dict}")
+        try:
+            net = build_model(self.spec.name, dense_level=dense_level, config=config).eval()
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        base.checkpoint_skipped = load_strict(net, state, self.spec, str(path))
+        if self.spec.family == "lingbot":
+            check_rgbd_constants(net.encoder, path)
         if base.checkpoint_skipped:
             log.info("%s: left out the training-time keys %s", path.name, ", ".join(
                 f"{group}.* ({n})" for group, n in base.checkpoint_skipped.items()))
@@ -202,6 +218,10 @@ class Encoder:
             if t.dtype != torch.uint8 or t.dim() not in (3, 4) or shape[-1] != 3:
                 hint = " (depth? run a DeFM model on it)" if t.is_floating_point() or t.dim() == 2 else ""
                 raise ValueError(f"{name} takes uint8 RGB, (H, W, 3) or (B, H, W, 3); got {t.dtype} {shape}{hint}")
+        elif self.spec.modality == "rgbd":
+            if not t.is_floating_point() or t.dim() not in (3, 4) or shape[-1] != 4:
+                raise ValueError(f"{name} takes aligned colour and depth: encode((rgb, depth_m)), or float32 "
+                                 f"(H, W, 4) / (B, H, W, 4) from rgbd_preprocess.pack; got {t.dtype} {shape}")
         else:
             if t.dtype == torch.uint8:
                 raise ValueError(f"{name} takes depth in metres (float), (H, W) or (B, H, W); got uint8 {shape} "
@@ -217,9 +237,11 @@ class Encoder:
             raise ValueError(f"depth_mode applies to depth models; {self.spec.name} takes colour")
         return DepthPreprocess(self.geometry, check_choice("depth_mode", depth_mode, DEPTH_MODES))
 
-    def _batched(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _batched(self, x: Any) -> torch.Tensor:
+        if isinstance(x, tuple) and self.spec.modality == "rgbd":  # (rgb, depth_m): pack them
+            x = pack(*(v.cpu().numpy() if isinstance(v, torch.Tensor) else v for v in x))
         t = self.to_device(x)
-        return t[None] if t.dim() == (3 if self.spec.modality == "color" else 2) else t
+        return t[None] if t.dim() == (2 if self.spec.modality == "depth" else 3) else t
 
     def preprocess(self, x: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
         """The model's input (depth in metres, or uint8 RGB) -> the network input, on the model's device."""
@@ -227,7 +249,8 @@ class Encoder:
 
     def encode(self, x: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> Features:
         """One frame or a batch -> Features with a batch dim. Depth models: metres, (H, W) or (B, H, W);
-        colour models: uint8 RGB, (H, W, 3) or (B, H, W, 3); numpy or torch.
+        colour models: uint8 RGB, (H, W, 3) or (B, H, W, 3); RGB-D models: (rgb, depth_m) or packed
+        (H, W, 4) / (B, H, W, 4); numpy or torch.
 
         `depth_mode` overrides a depth encoder's mode for this call ("relative" for monocular estimates).
         """
@@ -245,3 +268,12 @@ class Encoder:
         info = replace(self._base, precision=check_choice("ONNX export precision", precision, ONNX_PRECISIONS))
         return export_onnx(self.net, info, self._prep, path, camera_size=camera_size, batch=batch,
                            precision=precision, check=check)
+
+
+def check_rgbd_constants(encoder: torch.nn.Module, path: os.PathLike) -> None:
+    """LingBot keeps its image mean/std in the checkpoint; our preprocessing uses the same constants."""
+    for name, want in (("image_mean", IMAGE_MEAN), ("image_std", IMAGE_STD)):
+        got = getattr(encoder, name).flatten().tolist()
+        if not np.allclose(got, want):
+            raise CheckpointError(f"{path}: encoder.{name} is {got}, not ImageNet's {list(want)}, which the "
+                                  "RGB-D preprocessing applies")

@@ -108,7 +108,8 @@ class DefmNode(LifecycleNode):
             raise ValueError("invalid parameters: " + "; ".join(problems))
         self.p = p
         self.encoder = Encoder(p["model"], weights=p["weights"] or None, backend=p["backend"], device=p["device"],
-                               input_size=tuple(p["input_size"]), precision=p["precision"],
+                               input_size=tuple(p["input_size"]) if any(p["input_size"]) else None,
+                               precision=p["precision"],
                                dense_level=p["dense_level"], depth_mode=p["depth_mode"], strict=p["strict_device"],
                                lazy=True)
         out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)

@@ -19,7 +19,6 @@ from .choices import (
     DEFAULT_DEPTH_MODE,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
-    DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
     DEFAULT_PRECISION,
     DENSE_LEVELS,
@@ -44,7 +43,7 @@ PARAMS = {
     "strict_device": (False, "fail activation instead of falling back (loudly) to the CPU when the device, "
                       "provider or precision is not available", None),
     "precision": (DEFAULT_PRECISION, "compute precision", PRECISIONS),
-    "input_size": (list(DEFAULT_INPUT_SIZE), "[H, W] the depth image is resized to", None),
+    "input_size": ([0, 0], "[H, W] the network input; [0, 0]: the model's (224x224; LingBot RGB-D 420x560)", None),
     "dense_level": (DEFAULT_DENSE_LEVEL, "BiFPN level for CNN dense maps (stride 8/16/32)", tuple(DENSE_LEVELS)),
     "depth_mode": (DEFAULT_DEPTH_MODE, "metric depth, or relative (monocular estimates)", DEPTH_MODES),
     "depth_scale": (0.001, "metres per unit of 16-bit depth (RealSense: 0.001)", (1e-6, 1.0)),
@@ -88,7 +87,7 @@ def check_value(name: str, value: Any) -> str | None:
     if isinstance(constraint, tuple) and isinstance(constraint[0], str) and value not in constraint:
         return f"{name} must be one of {list(constraint)}, got {value!r}"
     try:
-        if name == "input_size":
+        if name == "input_size" and list(value) != [0, 0]:
             check_input_size(value)
         elif name == "device":
             check_device(value)

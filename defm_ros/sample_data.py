@@ -112,5 +112,10 @@ def sample_color(camera_size: tuple[int, int] = (480, 640), count: int = 2) -> t
 
 def sample_inputs(modality: str, camera_size: tuple[int, int] = (480, 640), count: int = 2) -> tuple[np.ndarray,
                                                                                                        list[str]]:
-    """sample_depth or sample_color, for a model of `modality`."""
+    """Sample frames for a model of `modality`: depth, colour, or the aligned RGB-D scenes packed (H, W, 4)."""
+    if modality == "rgbd":
+        from .rgbd_preprocess import pack
+
+        (rgb, names), (depth, _) = sample_color(camera_size, count), sample_depth(camera_size, count)
+        return pack(rgb, depth), names
     return (sample_color if modality == "color" else sample_depth)(camera_size, count)

@@ -161,3 +161,51 @@ def test_files_that_are_not_lingbot_checkpoints(ckpt, tmp_path):
     torch.save({"model_config": {k: v for k, v in SMALL.items() if k != "mask_head"}, "model": {}}, headless)
     with pytest.raises(CheckpointError, match="needs a depth_head and a mask_head"):
         Refiner(weights=headless)
+
+
+# --- the RGB-D encoder as a feature model (Encoder, SPEC §5 outputs) -------------------------------------------
+
+
+def test_rgbd_encoder_features_equal_upstream(ckpt, ref, scenes):
+    from defm_ros import Encoder
+    from defm_ros.rgbd_preprocess import pack
+
+    enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt)
+    info = enc.info
+    assert info["modality"] == "rgbd" and info["input_size"] == [420, 560] and info["dense_size"] == [30, 40]
+    assert (info["cls_channels"], info["dense_channels"]) == (384, 384)  # from the checkpoint's config
+    assert set(info["checkpoint_skipped"]) == {"neck", "depth_head", "mask_head"}  # the decoder is not used
+    rgb = np.stack([scenes[s][0] for s in ("1", "2")])
+    depth = np.stack([scenes[s][1] for s in ("1", "2")])
+    out = enc.encode((rgb, depth))
+    assert torch.equal(out.dense, enc.encode(pack(rgb, depth)).dense)
+    for i in range(2):
+        image = torch.tensor(rgb[i] / 255, dtype=torch.float32).permute(2, 0, 1)
+        dense, cls = ref.infer_feat(image, torch.from_numpy(depth[i]), num_tokens=1200, use_fp16=False)
+        assert (out.dense[i] - dense[0]).abs().max() <= 1e-4 and (out.cls[i] - cls[0]).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="takes aligned colour and depth"):
+        enc.encode(rgb)
+    with pytest.raises(ValueError, match="not aligned"):
+        enc.encode((rgb, depth[:, ::2]))
+
+
+def test_rgbd_encoder_exports_with_the_padded_attention_and_runs_in_onnxruntime(ckpt, scenes, tmp_path,
+                                                                               monkeypatch):
+    import onnxruntime as ort
+
+    from defm_ros import Encoder
+    from defm_ros.rgbd_preprocess import pack
+
+    monkeypatch.setenv("DEFM_ROS_CACHE", str(tmp_path / "cache"))
+    enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt)
+    x = pack(np.stack([scenes[s][0] for s in ("1", "4")]), np.stack([scenes[s][1] for s in ("1", "4")]))
+    x[1, :240] = np.where(np.arange(4) == 3, 0.0, x[1, :240])  # no depth in the top half of frame 2
+    ref = enc.encode(x)
+    side = enc.export_onnx(tmp_path / "rgbd.onnx", camera_size=(480, 640), batch=None)
+    assert side["onnx"]["input_name"] == "rgbd" and side["modality"] == "rgbd"
+    sess = ort.InferenceSession(str(tmp_path / "rgbd.onnx"), providers=["CPUExecutionProvider"])
+    cls, dense = sess.run(None, {"rgbd": x})
+    assert np.abs(dense - ref.dense.numpy()).max() <= 1e-4 and np.abs(cls - ref.cls.numpy()).max() <= 1e-4
+    ort_enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt, backend="onnxruntime")
+    got = ort_enc.encode(x)
+    assert (got.dense - ref.dense).abs().max() <= 1e-4 and ort_enc.info["providers"] == ["CPUExecutionProvider"]

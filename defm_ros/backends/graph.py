@@ -71,15 +71,16 @@ def _fixed_pos_embed(net: nn.Module, info: StreamInfo) -> Iterator[None]:
 
 
 def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None,
-                  precision: str = DEFAULT_PRECISION) -> Any:
-    """The network (on the CPU, fp32) alone: `input` (B, 3, *padded) -> `cls`, `dense`; batch None: dynamic.
-
-    fp16 traces a half copy, so `net` keeps its fp32 weights.
-    """
+                  precision: str = DEFAULT_PRECISION, channels: int = 3) -> Any:
+    """The network (on the CPU, fp32) alone: `input` (B, channels, *padded) -> `cls`, `dense`; batch None:
+    dynamic. fp16 traces a half copy, so `net` keeps its fp32 weights. A network with an `exportable()`
+    form (LingBot's padded attention) is traced in that form."""
     half = check_choice("ONNX export precision", precision, ONNX_PRECISIONS) == "fp16"
+    if hasattr(net, "exportable"):
+        net = net.exportable()
     if half:
         net = copy.deepcopy(net).half()
-    example = torch.zeros(batch or 2, 3, *info.padded_size)
+    example = torch.zeros(batch or 2, channels, *info.padded_size)
     with _fixed_pos_embed(net, info):
         # eval(): the exporter restores the wrapper's training flag afterwards, recursively into `net`
         return to_onnx(_FloatIO(net, half).eval(), example, NET_INPUT, list(OUTPUT_NAMES), batch is None)

@@ -148,7 +148,7 @@ def export_onnx(
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1 or None (dynamic), got {batch}")
     net = copy.deepcopy(net).to("cpu", torch.float32).eval()  # the caller's may be on a GPU, in use
-    model = network_graph(net, info, batch, precision)
+    model = network_graph(net, info, batch, precision, getattr(prep, "net_channels", 3))
     if camera_size is not None:
         model = joined(preprocess_graph(prep, tuple(camera_size), batch), model)
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, add_device_option, add_model_options, size_type
+from .common import CliError, add_device_option, add_model_options, model_size, size_type
 
 BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per choices.BACKENDS
 
@@ -168,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     modality = get_spec(args.model).modality
+    args.size = model_size(args)
     depth, names = sample_inputs(modality, args.camera_size, args.batch)
     depth = torch.from_numpy(depth)
     versions = _versions()

@@ -59,10 +59,17 @@ def add_model_options(p: argparse.ArgumentParser, precisions: tuple[str, ...] = 
                    help=f"model variant (default {DEFAULT_MODEL}; see `defm-ros info`)")
     p.add_argument("--weights", "-w", default=None,
                    help="checkpoint .pth (default: models/, HF cache, Hub), or 'random' for smoke runs")
-    p.add_argument("--size", type=size_type, default=DEFAULT_INPUT_SIZE,
-                   help=f"network input size N or HxW (default {DEFAULT_INPUT_SIZE[0]})")
+    p.add_argument("--size", type=size_type, default=None,
+                   help=f"network input size N or HxW (default: the model's; {DEFAULT_INPUT_SIZE[0]} for DeFM, Theia)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, choices=list(precisions))
     p.add_argument("--dense-level", default=DEFAULT_DENSE_LEVEL, choices=list(DENSE_LEVELS), help="CNN dense level")
+
+
+def model_size(args: argparse.Namespace) -> tuple[int, int]:
+    """--size, or the model's default input size."""
+    from ..models import get_spec
+
+    return args.size or get_spec(args.model).default_size
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..choices import DEFAULT_DEPTH_MODE, DEPTH_MODES, ONNX_PRECISIONS
-from .common import CliError, add_model_options, positive_int, size_type
+from .common import CliError, add_model_options, model_size, positive_int, size_type
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     from ..backends.onnx_file import ExportError
     from ..encoder import Encoder
 
+    args.size = model_size(args)
     out = args.output or _default_name(args)
     if out.suffix != ".onnx":
         raise CliError(f"output must end in .onnx, got {out}")

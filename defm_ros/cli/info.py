@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..choices import DEFAULT_INPUT_SIZE
 from ..models import MODELS
 from ..models.checkpoints import models_dir
 from .common import CliError, size_type
@@ -17,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="describe this model as the node would publish it (random weights unless --weights), "
                         "or an exported ONNX file")
     p.add_argument("--weights", default=None, help="checkpoint to describe (default: random weights)")
-    p.add_argument("--size", type=size_type, default=DEFAULT_INPUT_SIZE, help="input size N or HxW")
+    p.add_argument("--size", type=size_type, default=None, help="input size N or HxW (default: the model's)")
 
 
 def main(args: argparse.Namespace) -> int:

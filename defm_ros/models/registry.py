@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..choices import DEFAULT_DENSE_LEVEL, DENSE_LEVELS, check_choice
+from ..choices import DEFAULT_DENSE_LEVEL, DEFAULT_INPUT_SIZE, DENSE_LEVELS, check_choice
 
 Family = Literal["vit", "resnet", "efficientnet", "regnet", "theia", "lingbot"]
 Modality = Literal["depth", "color", "rgbd"]
@@ -21,6 +21,8 @@ THEIA_LICENSE = ("non-commercial research only (Theia's code and weights, The AI
 LINGBOT_LICENSE = "Apache-2.0 (LingBot-Depth, Robbyant)"
 PATCH = {"vit": 14, "theia": 16, "lingbot": 14}  # ViT families: patch size (inputs are cropped to multiples of it)
 HUB_FILES = {"theia": "model.safetensors", "lingbot": "model.pt"}  # one name for every variant: a folder each
+# LingBot's default input: its 1200-token grid at 4:3 (30 x 40 patches), what upstream picks for 640x480
+DEFAULT_SIZES = {"lingbot": (420, 560)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class ModelSpec:
     @property
     def align(self) -> int:
         return self.patch or 32
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """The input size used when none is given: what the model was trained at."""
+        return DEFAULT_SIZES.get(self.family, DEFAULT_INPUT_SIZE)
 
     @property
     def hub_file(self) -> str:
