@@ -25,6 +25,7 @@ DEFAULT_DTYPE = "float32"
 TRANSPORTS = ("raw", "compressedDepth", "compressed")  # image_transport: compressedDepth for depth, compressed
 # (JPEG/PNG) for colour
 RELIABILITIES = ("auto", "reliable", "best_effort")
+REFINE = ("none", "lingbot")  # depth refinement in front of a depth model (LingBot-Depth)
 DEFAULT_INPUT_SIZE = (224, 224)
 INPUT_SIDE = (14, 4096)  # one ViT patch .. larger than any depth camera
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

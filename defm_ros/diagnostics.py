@@ -34,6 +34,7 @@ class StreamCounters:
     sequences: SequenceGaps
     dropped_in_node: int  # frames replaced in the newest-frame slot before inference took them
     reliability: str | None  # the input subscription's, None when there is none
+    unpaired: int | None = None  # paired inputs (RGB-D): messages that found no partners
 
 
 def stream_level(staleness: float | None, warn_s: float, error_s: float, random_weights: bool) -> tuple[int, str]:
@@ -72,6 +73,7 @@ def stream_values(c: StreamCounters, now: float, inference_s: Sequence[float], b
         "rejected_frames": str(s.rejected),
         "failed_frames": str(s.errors),
         "published_frames": str(s.total_out),
+        **({} if c.unpaired is None else {"unpaired_messages": str(c.unpaired)}),
         "mean_batch_size": f"{sum(batch_sizes) / max(len(batch_sizes), 1):.2f}",
         "backend": info["backend"],
         "device": info["device"],

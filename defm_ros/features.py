@@ -118,3 +118,17 @@ def feature_msgs(header: Any, cls: Any, dense: Any, dtype: np.dtype | str = np.f
         msgs["pca"] = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
                             step=rgb.shape[1] * 3, data=rgb.tobytes())
     return msgs
+
+
+def refined_msgs(header: Any, depth: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """A refiner's output as SPEC §5 has it: "depth_refined" (32FC1 metres, NaN where invalid) and
+    "depth_refined_mask" (mono8, 255 valid, 0 invalid), both stamped with the input's header."""
+    from sensor_msgs.msg import Image
+
+    d = np.ascontiguousarray(depth, dtype="<f4")
+    m = np.where(mask, 255, 0).astype(np.uint8)
+    h, w = d.shape
+    return {"depth_refined": Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=False,
+                                   step=w * 4, data=d.tobytes()),
+            "depth_refined_mask": Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=False,
+                                        step=w, data=m.tobytes())}

@@ -22,6 +22,7 @@ from .color_codecs import RAW_ENCODINGS as COLOR_ENCODINGS
 from .color_codecs import decode_color
 from .depth_codecs import RAW_ENCODINGS as DEPTH_ENCODINGS
 from .depth_codecs import decode_depth
+from .rgbd_preprocess import pack
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
 
@@ -104,10 +105,14 @@ class StampPairer:
 
 class Input(ABC):
     """One camera's input for one modality. `topics[0]` is the primary: outputs carry its header, and
-    the stream statistics count its frames."""
+    the stream statistics count its frames. `gated`: its subscriptions may leave the executor's wait set
+    during inference (one topic; several topics would lose their pairs to DDS's keep-last-1)."""
 
     modality: ClassVar[str]
+    gated: ClassVar[bool] = True
+    transports: ClassVar[tuple[str, ...]]  # the first is raw sensor_msgs/Image
     topics: tuple[Topic, ...]
+    unpaired: int = 0  # messages that never found their partners (paired inputs)
 
     @abstractmethod
     def pair(self, role: str, msg: Any) -> dict[str, Any] | None:
@@ -122,7 +127,6 @@ class SingleTopicInput(Input):
     """One image topic, raw or through one image_transport plugin; a message is a frame."""
 
     role: ClassVar[str]
-    transports: ClassVar[tuple[str, ...]]  # the first is raw sensor_msgs/Image
 
     def __init__(self, topic: str, transport: str = "raw") -> None:
         if check_choice("transport", transport, TRANSPORTS) not in self.transports:
@@ -183,21 +187,60 @@ class ColorInput(SingleTopicInput):
         return str(getattr(msg, "encoding", "")) in COLOR_ENCODINGS
 
 
-INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput)}
-# modality -> the parameters naming its topic: (single camera, inside each camera namespace)
-TOPIC_PARAMS = {"depth": ("depth_topic", "camera_depth_topic"), "color": ("image_topic", "camera_image_topic")}
+class RgbdInput(Input):
+    """Aligned colour, depth and camera_info of one camera (LingBot-Depth), paired by header stamp, exactly or
+    within `tolerance_ns`. A frame is the packed float32 (H, W, 4) RGB + depth (rgbd_preprocess.pack);
+    colour and depth must be registered to each other (aligned_depth_to_color on a RealSense)."""
+
+    modality = "rgbd"
+    gated = False
+    transports = ("raw",)
+
+    def __init__(self, depth: str, color: str, camera_info: str, transport: str = "raw", tolerance_ns: int = 0) -> None:
+        if transport not in self.transports:
+            raise ValueError(f"aligned colour + depth are taken raw (sensor_msgs/Image), not {transport!r}")
+        self.topics = (Topic("depth", depth, IMAGE), Topic("color", color, IMAGE),
+                       Topic("camera_info", camera_info, CAMERA_INFO))
+        self.pairer = StampPairer(tuple(t.role for t in self.topics), tolerance_ns)
+
+    @property
+    def unpaired(self) -> int:  # type: ignore[override]
+        return self.pairer.unpaired
+
+    def pair(self, role: str, msg: Any) -> dict[str, Any] | None:
+        return self.pairer.put(role, cdr_stamp(msg), msg)
+
+    def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
+        depth = decode_depth(msgs["depth"], params["depth_scale"])
+        rgb = decode_color(msgs["color"])
+        info = msgs["camera_info"]
+        sizes = {"depth": depth.shape, "colour": rgb.shape[:2], "camera_info": (int(info.height), int(info.width))}
+        if len(set(sizes.values())) > 1:
+            raise ValueError("colour, depth and camera_info are not aligned ("
+                             + ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
+                             + "): use the depth registered to the colour image (aligned_depth_to_color)")
+        return pack(rgb, depth)
+
+
+INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput, RgbdInput)}
+# modality -> the parameters naming its topics: (single camera, inside each camera namespace), in Input order
+TOPIC_PARAMS = {"depth": [("depth_topic", "camera_depth_topic")], "color": [("image_topic", "camera_image_topic")],
+                "rgbd": [("depth_topic", "camera_depth_topic"), ("image_topic", "camera_image_topic"),
+                         ("camera_info_topic", "camera_info_rel_topic")]}
 
 
 def camera_inputs(modality: str, params: Mapping[str, Any], resolve: Callable[[str], str]) -> list[tuple[str, Input]]:
-    """(output prefix, Input) per camera from the node's parameters.
+    """(output namespace, Input) per camera from the node's parameters.
 
-    One camera: `depth_topic` (default ~/depth) or `image_topic` (~/image), remappable, features under
-    ~/features. Several: `<ns>/<camera_depth_topic>` (or camera_image_topic) per namespace in `cameras`,
-    features under `<ns>/features`. Base topics are resolved (remapped) first: image_transport appends
-    the transport after remapping.
+    One camera: `depth_topic` (default ~/depth), `image_topic` (~/image) and for RGB-D `camera_info_topic`,
+    remappable, outputs under ~ (~/features/*). Several: `<ns>/<camera_depth_topic>` (and the colour and
+    camera_info topics relative to it) per namespace in `cameras`, outputs under `<ns>`. Base topics
+    are resolved (remapped) first: image_transport appends the transport after remapping.
     """
-    kind, (single, per_camera) = INPUTS[modality], TOPIC_PARAMS[modality]
+    kind, names = INPUTS[modality], TOPIC_PARAMS[modality]
+    extra = {"tolerance_ns": int(params["pair_tolerance_ms"] * 1e6)} if kind is RgbdInput else {}
     cameras = [c for c in params["cameras"] if c]
     if not cameras:
-        return [("~/features", kind(resolve(params[single]), params["transport"]))]
-    return [(f"{c}/features", kind(resolve(f"{c}/{params[per_camera]}"), params["transport"])) for c in cameras]
+        return [("~", kind(*(resolve(params[single]) for single, _ in names), params["transport"], **extra))]
+    return [(c, kind(*(resolve(f"{c}/{params[rel]}") for _, rel in names), params["transport"], **extra))
+            for c in cameras]

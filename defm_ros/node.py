@@ -13,6 +13,7 @@ runner.py has the thread and signal choreography; inputs.py what each modality s
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -29,9 +30,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from .diagnostics import StreamCounters, node_status, stream_status
-from .features import feature_msgs
+from .features import feature_msgs, refined_msgs
 from .inputs import camera_inputs
-from .node_params import PARAMS, RUNTIME, check_all, descriptor, refusal
+from .node_params import PARAMS, RUNTIME, check_all, descriptor, input_modality, refusal
 from .pipeline import Camera, InferenceLoop, LatestFrames, Processor
 from .reliability import follow_publishers
 from .runner import Parts, forward_logs, run
@@ -80,7 +81,7 @@ class DefmNode(LifecycleNode):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self._follow_publishers, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
-        self.encoder, self.cameras, self.frames, self.processor = None, [], None, None
+        self.encoder, self.refiner, self.cameras, self.frames, self.processor = None, None, [], None, None
         self.failure: Exception | None = None  # why the last transition failed
         self.loop = InferenceLoop(wake=lambda: self.executor is not None and self.executor.wake())
         self._threads = 0
@@ -112,23 +113,33 @@ class DefmNode(LifecycleNode):
                                precision=p["precision"],
                                dense_level=p["dense_level"], depth_mode=p["depth_mode"], strict=p["strict_device"],
                                lazy=True)
+        if p["refine"] != "none":
+            from .refiner import Refiner
+
+            self.refiner = Refiner(p["refine_model"], weights=p["refine_weights"] or None, device=p["device"],
+                                   precision=p["precision"], num_tokens=p["refine_tokens"],
+                                   strict=p["strict_device"], lazy=True)
         out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         overrides = QoSOverridingOptions.with_default_policies()
-        for prefix, source in camera_inputs(self.encoder.spec.modality, p, self.resolve_topic_name):
-            pub = self.create_lifecycle_publisher
-            self.cameras.append(Camera(source, {
-                "dense": pub(Image, f"{prefix}/dense", out_qos, qos_overriding_options=overrides),
-                "cls": pub(Image, f"{prefix}/cls", out_qos, qos_overriding_options=overrides),
-                "pca": pub(Image, f"{prefix}/pca", out_qos), "info": pub(String, f"{prefix}/info", latched)},
-                InferenceGate()))
+        pub = self.create_lifecycle_publisher
+        for ns, source in camera_inputs(input_modality(p), p, self.resolve_topic_name):
+            pubs = {"dense": pub(Image, f"{ns}/features/dense", out_qos, qos_overriding_options=overrides),
+                    "cls": pub(Image, f"{ns}/features/cls", out_qos, qos_overriding_options=overrides),
+                    "pca": pub(Image, f"{ns}/features/pca", out_qos),
+                    "info": pub(String, f"{ns}/features/info", latched)}
+            if self.refiner is not None:
+                pubs["depth_refined"] = pub(Image, f"{ns}/depth_refined", out_qos, qos_overriding_options=overrides)
+                pubs["depth_refined_mask"] = pub(Image, f"{ns}/depth_refined_mask", out_qos)
+            self.cameras.append(Camera(source, pubs, InferenceGate()))
         self.frames = LatestFrames(len(self.cameras))
         log = self.get_logger()
         self.processor = Processor(self.encoder, [c.source for c in self.cameras], [c.stats for c in self.cameras],
                                    deserialize_message_by_name, self._publish,
                                    warn=lambda m: log.warn(m, throttle_duration_sec=2.0),
-                                   error=lambda m: log.error(m, throttle_duration_sec=2.0), stopping=self.stopping)
+                                   error=lambda m: log.error(m, throttle_duration_sec=2.0), stopping=self.stopping,
+                                   stage=self._refine if self.refiner is not None else None)
         self.state = "inactive"
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -136,8 +147,11 @@ class DefmNode(LifecycleNode):
 
     def _activate(self, state) -> None:
         self.encoder.open()
+        if self.refiner is not None:
+            self.refiner.open()
         super().on_activate(state)  # enables the lifecycle publishers
-        info = String(data=self.encoder.info_obj.to_json())
+        info = String(data=json.dumps({**self.encoder.info, "refined_by": self.refiner.info if self.refiner else None},
+                                      indent=1, sort_keys=True))
         for c in self.cameras:
             c.pubs["info"].publish(info)
         self.state = "active"
@@ -160,8 +174,9 @@ class DefmNode(LifecycleNode):
                 self.destroy_subscription(sub)
             c.subs.clear()
         self.loop.pause()
-        if self.encoder is not None:
-            self.encoder.close()
+        for model in (self.encoder, self.refiner):
+            if model is not None:
+                model.close()
         if self.state == "active":
             self.state = "inactive"
 
@@ -176,7 +191,7 @@ class DefmNode(LifecycleNode):
         for c in self.cameras:
             for pub in c.pubs.values():
                 self.destroy_lifecycle_publisher(pub)
-        self.encoder, self.cameras, self.frames, self.processor = None, [], None, None
+        self.encoder, self.refiner, self.cameras, self.frames, self.processor = None, None, [], None, None
         self.state = "unconfigured"
 
     def autostart(self) -> None:
@@ -251,6 +266,16 @@ class DefmNode(LifecycleNode):
             c.pubs[kind].publish(msg)
         c.published(frame, header.stamp.sec + header.stamp.nanosec * 1e-9, self.get_clock().now().nanoseconds * 1e-9)
 
+    def _refine(self, frames, rgbd):
+        """The stage before DeFM: refined depth from aligned colour + raw depth, published per frame."""
+        out = self.refiner.refine(rgbd[..., :3].astype("uint8"), rgbd[..., 3])
+        depth, mask = out.depth.cpu().numpy(), out.mask.cpu().numpy()
+        for k, frame in enumerate(frames):
+            header, pubs = frame.header(self.cameras[frame.camera].source), self.cameras[frame.camera].pubs
+            for kind, msg in refined_msgs(header, depth[k], mask[k]).items():
+                pubs[kind].publish(msg)
+        return depth
+
     # --- diagnostics ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now, arr = time.monotonic(), DiagnosticArray()
@@ -258,7 +283,8 @@ class DefmNode(LifecycleNode):
         failed = self.encoder is None or self.failure is not None  # unconfigured, or the last transition failed
         statuses = [node_status(self.get_fully_qualified_name(), self.state, self.failure)] if failed else []
         for i, c in enumerate(self.cameras):
-            counters = StreamCounters(c.stats, c.sequences, self.frames.dropped[i], c.reliability)
+            counters = StreamCounters(c.stats, c.sequences, self.frames.dropped[i], c.reliability,
+                                      c.source.unpaired if len(c.source.topics) > 1 else None)
             statuses.append(stream_status(c.source.topics[0].name, self.state, counters, now,
                                           self.processor.inference_s, self.processor.batch_sizes, self.encoder.info,
                                           self.p["stale_warn_s"], self.p["stale_error_s"]))

@@ -25,13 +25,14 @@ from .choices import (
     DEPTH_MODES,
     OUTPUT_DTYPES,
     PRECISIONS,
+    REFINE,
     RELIABILITIES,
     TRANSPORTS,
     check_device,
     check_input_size,
 )
 from .inputs import INPUTS
-from .models import MODELS
+from .models import MODELS, REFINERS
 
 # name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
 PARAMS = {
@@ -52,6 +53,15 @@ PARAMS = {
     "cameras": ([""], "multi-camera mode: camera namespaces; input <ns>/<camera_depth_topic> (or image)", None),
     "camera_depth_topic": ("depth", "depth topic inside each camera namespace", None),
     "camera_image_topic": ("color/image_raw", "colour topic inside each camera namespace", None),
+    "camera_info_topic": ("~/camera_info", "the colour camera's camera_info, for RGB-D inputs (remappable)", None),
+    "camera_info_rel_topic": ("color/camera_info", "camera_info topic inside each camera namespace", None),
+    "pair_tolerance_ms": (0.0, "RGB-D inputs: colour, depth and camera_info pair when their stamps differ by at "
+                          "most this (0: equal stamps, as aligned RealSense/ZED topics have)", (0.0, 1000.0)),
+    "refine": ("none", "refine raw depth before a depth model: lingbot (LingBot-Depth, from aligned colour)",
+               REFINE),
+    "refine_model": ("lingbot_depth_vitl14", "refiner: lingbot_depth_vitl14 or lingbot_depth_dc_vitl14", None),
+    "refine_weights": ("", "refiner checkpoint model.pt; empty: models/<refine_model>/, HF cache, Hub", None),
+    "refine_tokens": (1200, "refiner patch tokens (upstream 1200..3600: finer and slower)", (64, 10000)),
     "transport": ("raw", "raw sensor_msgs/Image, or image_transport compressedDepth (depth) / compressed "
                   "(colour)", TRANSPORTS),
     "qos_reliability": ("auto", "depth subscription reliability; auto follows the publishers", RELIABILITIES),
@@ -95,6 +105,8 @@ def check_value(name: str, value: Any) -> str | None:
         return f"{name}: {exc}"
     if name == "model" and value not in MODELS:
         return f"model must be one of {list(MODELS)}, got {value!r}"
+    if name == "refine_model" and value not in REFINERS:
+        return f"refine_model must be one of {list(REFINERS)}, got {value!r}"
     return None
 
 
@@ -103,8 +115,11 @@ def check_all(p: Mapping[str, Any]) -> list[str]:
     problems = [msg for name, value in p.items() if name in PARAMS and (msg := check_value(name, value))]
     if p["stale_warn_s"] >= p["stale_error_s"]:
         problems.append("stale_warn_s must be smaller than stale_error_s")
+    if p["refine"] != "none" and p["model"] in MODELS and MODELS[p["model"]].modality != "depth":
+        problems.append(f"refine feeds refined depth to a depth model; {p['model']} takes "
+                        f"{MODELS[p['model']].modality}")
     if p["model"] in MODELS:
-        kind = INPUTS[MODELS[p["model"]].modality]
+        kind = INPUTS[input_modality(p)]
         if p["transport"] not in kind.transports:
             problems.append(f"transport {p['transport']} does not carry {kind.modality}, which {p['model']} takes; "
                             f"use {' or '.join(kind.transports)}")
@@ -121,3 +136,8 @@ def refusal(changes: list[tuple[str, Any]], state: str, node: str = "/defm_node"
         if (why := check_value(name, value)) is not None:
             return why
     return None
+
+
+def input_modality(p: Mapping[str, Any]) -> str:
+    """What the node subscribes to: the model's modality, or aligned colour + depth to refine first."""
+    return "rgbd" if p["refine"] != "none" else MODELS[p["model"]].modality

@@ -21,6 +21,10 @@ class Frame:
     msg: Any  # {role: message}: serialized as received, deserialized by Processor
     received: float  # time.monotonic() when the callback saw it (the primary topic's message)
 
+    def header(self, source: Any) -> Any:
+        """The (deserialized) primary message's header: what every output of this frame carries."""
+        return self.msg[source.topics[0].role].header
+
 
 class LatestFrames:
     """One slot per camera holding only its newest unprocessed frame.
@@ -173,8 +177,10 @@ class Processor:
     def __init__(self, encoder: Any, inputs: list[Any], stats: list[StreamStats],
                  deserialize: Callable[[Any, str], Any], publish: Callable[[Frame, Any, np.ndarray, np.ndarray,
                                                                             np.ndarray], None],
-                 warn: Callable[[str], None], error: Callable[[str], None], stopping: Callable[[], bool]) -> None:
-        self.encoder, self.inputs, self.stats = encoder, inputs, stats
+                 warn: Callable[[str], None], error: Callable[[str], None], stopping: Callable[[], bool],
+                 stage: Callable[[list[Frame], np.ndarray], np.ndarray] | None = None) -> None:
+        """`stage`: runs on each batch before the encoder (depth refinement) and returns its input."""
+        self.encoder, self.inputs, self.stats, self.stage = encoder, inputs, stats, stage
         self.deserialize, self.publish = deserialize, publish
         self.warn, self.error, self.stopping = warn, error, stopping
         self.batch_sizes: deque[int] = deque(maxlen=256)
@@ -206,16 +212,18 @@ class Processor:
     def _encode_and_publish(self, group: list[tuple[Frame, np.ndarray]]) -> None:
         try:
             start = time.perf_counter()
-            cls, dense = self.encoder.encode(np.stack([x for _, x in group])).numpy()
-            self.inference_s.append(time.perf_counter() - start)
+            xs = np.stack([x for _, x in group])
+            if self.stage is not None:
+                xs = self.stage([f for f, _ in group], xs)
+            cls, dense = self.encoder.encode(xs).numpy()
+            self.inference_s.append(time.perf_counter() - start)  # the stage's time included
         except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
             for f, _ in group:
                 self.stats[f.camera].errors += 1
             self.error(f"inference failed, frame dropped: {type(exc).__name__}: {exc}")
             return
-        for k, (f, x) in enumerate(group):
-            header = f.msg[self.inputs[f.camera].topics[0].role].header
-            self.publish(f, header, cls[k], dense[k], x)
+        for k, (f, _) in enumerate(group):
+            self.publish(f, f.header(self.inputs[f.camera]), cls[k], dense[k], xs[k])
 
 
 class InferenceLoop:
@@ -261,7 +269,7 @@ class InferenceLoop:
                 if not taken or not self.active.is_set():
                     continue
                 prepare()
-                gated = [c.gate for c in cameras if c.sequences.last is not None]
+                gated = [c.gate for c in cameras if c.source.gated and c.sequences.last is not None]
                 for g in gated:
                     g.closed = True
                 try:

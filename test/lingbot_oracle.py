@@ -11,23 +11,14 @@ import torch
 
 from defm_ros.sample_data import data_root
 
+from .lingbot_config import SMALL  # noqa: F401 - the config the tests share
+
 ROOT = data_root()
 ORACLE = ROOT.parent / "oracles" / "lingbot_depth" if ROOT else None
 if ORACLE is None or not (ORACLE / "oracle.py").is_file():
     pytest.skip("the LingBot-Depth oracle (../shared/oracles/lingbot_depth) is not here", allow_module_level=True)
 sys.path.insert(0, str(ORACLE))
 from oracle import MDMModel  # noqa: E402
-
-HEAD = {"dim_in": [128, 64, 32, 32, 32], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 4 + [1],
-        "resamplers": ["conv_transpose"] * 4}
-SMALL = {
-    "encoder": {"backbone": "dinov2_vits14", "intermediate_layers": 4, "dim_out": 384,
-                "img_depth_fuse_mode": "cat_token", "depth_emb_mode": "conv_1c"},
-    "neck": {"dim_in": [386, 2, 2, 2, 2], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 5,
-             "resamplers": ["conv_transpose"] * 4},
-    "depth_head": HEAD,
-    "mask_head": HEAD,
-}
 
 
 def oracle(config: dict = SMALL, seed: int = 0) -> MDMModel:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defm_ros.inputs import COMPRESSED, IMAGE, DepthInput, StampPairer, camera_inputs, cdr_stamp, transport_topic
+from defm_ros.inputs import (
+    CAMERA_INFO,
+    COMPRESSED,
+    IMAGE,
+    DepthInput,
+    RgbdInput,
+    StampPairer,
+    camera_inputs,
+    cdr_stamp,
+    transport_topic,
+)
 
 
 def _serialized_image(sec: int, nanosec: int, big_endian: bool = False) -> bytes:
@@ -84,8 +94,45 @@ def test_depth_input_topics_and_decoding():
 def test_camera_inputs_from_parameters():
     p = {"cameras": [""], "depth_topic": "~/depth", "camera_depth_topic": "depth", "transport": "raw"}
     resolve = {"~/depth": "/defm_node/depth", "front/depth": "/front/depth", "rear/depth": "/rear/depth"}.get
-    (prefix, source), = camera_inputs("depth", p, resolve)
-    assert prefix == "~/features" and source.topics[0].name == "/defm_node/depth"
+    (ns, source), = camera_inputs("depth", p, resolve)
+    assert ns == "~" and source.topics[0].name == "/defm_node/depth"
     multi = camera_inputs("depth", {**p, "cameras": ["front", "rear"], "transport": "compressedDepth"}, resolve)
-    assert [pre for pre, _ in multi] == ["front/features", "rear/features"]
+    assert [ns for ns, _ in multi] == ["front", "rear"]
     assert [s.topics[0].name for _, s in multi] == ["/front/depth/compressedDepth", "/rear/depth/compressedDepth"]
+
+
+def test_rgbd_input_pairs_colour_depth_and_camera_info_and_checks_alignment():
+    import types
+
+    src = RgbdInput("/cam/aligned_depth", "/cam/color", "/cam/color/camera_info")
+    assert [(t.role, t.msg_type) for t in src.topics] == [("depth", IMAGE), ("color", IMAGE),
+                                                           ("camera_info", CAMERA_INFO)]
+    assert not src.gated  # keep-last-1 in DDS would lose one half of a pair
+    assert src.pair("depth", _serialized_image(10, 0)) is None
+    assert src.pair("color", _serialized_image(10, 0)) is None
+    assert src.pair("color", _serialized_image(11, 0)) is None
+    frame = src.pair("camera_info", _serialized_image(10, 0))  # any header-first message pairs by stamp
+    assert set(frame) == {"depth", "color", "camera_info"} and src.unpaired == 0
+
+    def image(encoding, h, w, data):
+        return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=len(data) // h, is_bigendian=False,
+                                     data=data)
+
+    depth = image("16UC1", 2, 3, np.full(6, 1500, "<u2").tobytes())
+    color = image("rgb8", 2, 3, bytes(range(18)))
+    x = src.decode({"depth": depth, "color": color, "camera_info": types.SimpleNamespace(height=2, width=3)},
+                   {"depth_scale": 0.001})
+    assert x.shape == (2, 3, 4) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., :3].reshape(-1), np.arange(18)) and np.testing.assert_allclose(x[..., 3], 1.5)
+    small = image("rgb8", 1, 3, bytes(9))
+    with pytest.raises(ValueError, match="not aligned .*colour 3x1.*aligned_depth_to_color"):
+        src.decode({"depth": depth, "color": small, "camera_info": types.SimpleNamespace(height=2, width=3)},
+                   {"depth_scale": 0.001})
+    with pytest.raises(ValueError, match="taken raw"):
+        RgbdInput("/d", "/c", "/i", transport="compressed")
+    p = {"cameras": [""], "depth_topic": "~/depth", "image_topic": "~/image", "camera_info_topic": "~/camera_info",
+         "transport": "raw", "pair_tolerance_ms": 2.0, "camera_depth_topic": "d", "camera_image_topic": "c",
+         "camera_info_rel_topic": "i"}
+    (ns, rgbd), = camera_inputs("rgbd", p, lambda t: t.replace("~", "/n"))
+    assert [t.name for t in rgbd.topics] == ["/n/depth", "/n/image", "/n/camera_info"]
+    assert rgbd.pairer.tolerance_ns == 2_000_000

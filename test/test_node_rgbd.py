@@ -1,0 +1,147 @@
+"""defm_node with refine:=lingbot over real topics: aligned colour + depth + camera_info paired by stamp,
+refined depth and its mask published, DeFM run on the refined depth; unpaired and misaligned frames
+counted and dropped, never fatal."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from .lingbot_config import SMALL
+from .rosgraph import start_node, stop
+
+pytestmark = pytest.mark.ros
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from defm_ros.features import from_msg  # noqa: E402
+
+MODEL, SIZE, TOKENS = "defm_efficientnet_b0", [64, 64], 300
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from defm_ros.models import build_model
+    from defm_ros.models.lingbot import build_lingbot
+
+    root = tmp_path_factory.mktemp("rgbd")
+    torch.manual_seed(0)
+    torch.save(build_model(MODEL).state_dict(), root / "b0.pth")
+    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, root / "model.pt")
+    return root / "b0.pth", root / "model.pt"
+
+
+def _scene(shared_data, s: str):
+    folder = shared_data / "rgbd_examples" / s
+    rgb = np.array(PILImage.open(next(folder.glob("rgb.*"))).convert("RGB"))
+    mm = np.asarray(PILImage.open(folder / "raw_depth.png")).astype(np.uint16)
+    return rgb, mm, np.loadtxt(folder / "intrinsics.txt").reshape(3, 3)
+
+
+def _msgs(rgb, mm, k, sec: int):
+    h, w = mm.shape
+    depth = Image(height=h, width=w, encoding="16UC1", step=w * 2, data=mm.astype("<u2").tobytes())
+    color = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
+    info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1], k=k.reshape(-1).tolist())
+    for m in (depth, color, info):
+        m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
+    return depth, color, info
+
+
+def _status(diags, topic):
+    for arr in reversed(list(diags)):
+        for s in arr.status:
+            if s.name.endswith(topic):
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shared_data):
+    from defm_ros import Encoder, Refiner
+
+    b0, lingbot = weights
+    node = start_node({"model": MODEL, "weights": str(b0), "input_size": SIZE, "refine": "lingbot",
+                       "refine_weights": str(lingbot), "refine_tokens": TOKENS, "qos_reliability": "reliable"},
+                      {"~/depth": "/rs/aligned_depth", "~/image": "/rs/color", "~/camera_info": "/rs/color/info"})
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [probe.node.create_publisher(t, n, qos) for t, n in ((Image, "/rs/aligned_depth"), (Image, "/rs/color"),
+                                                                 (CameraInfo, "/rs/color/info"))]
+    refined = probe.listen(Image, "/defm_node/depth_refined")
+    masks = probe.listen(Image, "/defm_node/depth_refined_mask")
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    info = probe.listen(String, "/defm_node/features/info", latched=True)
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    rgb, mm, k = _scene(shared_data, "1")
+    try:
+        assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 90), stop(node)[1]
+        time.sleep(1.5)
+        for p, m in zip(pubs, _msgs(rgb, mm, k, 100), strict=True):  # a good triple
+            p.publish(m)
+        assert probe.wait_for(lambda: dense and refined and masks, 60), stop(node)[1]
+        pubs[0].publish(_msgs(rgb, mm, k, 101)[0])  # depth whose colour never comes: unpaired
+        bad = _msgs(rgb[::2, ::2].copy(), mm, k, 102)  # colour at half the depth's size: not aligned
+        for p, m in zip(pubs, bad, strict=True):
+            p.publish(m)
+        time.sleep(1.0)
+        for p, m in zip(pubs, _msgs(rgb, mm, k, 103), strict=True):  # and a good triple still works
+            p.publish(m)
+        assert probe.wait_for(lambda: any(m.header.stamp.sec == 103 for m in dense), 60), stop(node)[1]
+        assert probe.wait_for(lambda: (s := _status(diags, "/rs/aligned_depth")).get("rejected_frames") == "1"
+                              and s.get("published_frames") == "2", 5), _status(diags, "/rs/aligned_depth")
+        assert int(_status(diags, "/rs/aligned_depth")["unpaired_messages"]) >= 1
+        assert node.poll() is None
+    finally:
+        code, log = stop(node)
+    assert "not aligned" in log and "Traceback" not in log, log
+    meta = json.loads(info[-1].data)
+    assert meta["model"] == MODEL and meta["refined_by"]["model"] == "lingbot_depth_vitl14"
+    assert meta["refined_by"]["num_tokens"] == TOKENS
+    assert [m.header.stamp.sec for m in dense] == [100, 103] and [m.header.stamp.sec for m in refined] == [100, 103]
+
+    ref = Refiner(weights=lingbot, num_tokens=TOKENS).refine(rgb, mm.astype(np.float32) / 1000)
+    got = np.frombuffer(refined[0].data, "<f4").reshape(480, 640)
+    assert refined[0].encoding == "32FC1" and masks[0].encoding == "mono8"
+    mask = np.frombuffer(masks[0].data, np.uint8).reshape(480, 640) == 255
+    np.testing.assert_array_equal(mask, ref.mask.numpy())
+    np.testing.assert_allclose(got, ref.depth.numpy(), rtol=1e-4, equal_nan=True)
+    enc = Encoder(MODEL, weights=b0, input_size=tuple(SIZE))
+    np.testing.assert_allclose(from_msg(dense[0]), enc.encode(ref.depth.numpy()).dense[0].numpy(), atol=1e-4)
+
+
+def test_the_rgbd_encoder_as_the_nodes_model(probe, weights, shared_data):
+    from defm_ros import Encoder
+
+    _, lingbot = weights
+    node = start_node({"model": "lingbot_rgbd_vitl14", "weights": str(lingbot), "input_size": [140, 182],
+                       "qos_reliability": "reliable"},
+                      {"~/depth": "/f/aligned_depth", "~/image": "/f/color", "~/camera_info": "/f/color/info"})
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [probe.node.create_publisher(t, n, qos) for t, n in ((Image, "/f/aligned_depth"), (Image, "/f/color"),
+                                                                 (CameraInfo, "/f/color/info"))]
+    dense = probe.listen(Image, "/defm_node/features/dense")
+    cls = probe.listen(Image, "/defm_node/features/cls")
+    info = probe.listen(String, "/defm_node/features/info", latched=True)
+    rgb, mm, k = _scene(shared_data, "2")
+    try:
+        assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 90), stop(node)[1]
+        time.sleep(1.5)
+        for p, m in zip(pubs, _msgs(rgb, mm, k, 300), strict=True):
+            p.publish(m)
+        assert probe.wait_for(lambda: any(m.header.stamp.sec == 300 for m in dense) and cls, 60), stop(node)[1]
+    finally:
+        stop(node)
+    meta = json.loads(info[-1].data)
+    assert meta["modality"] == "rgbd" and meta["dense_size"] == [10, 13] and meta["dense_channels"] == 384
+    want = Encoder("lingbot_rgbd_vitl14", weights=lingbot, input_size=(140, 182)).encode(
+        (rgb, mm.astype(np.float32) / 1000))
+    msg = next(m for m in dense if m.header.stamp.sec == 300)
+    assert msg.encoding == "32FC384" and (msg.height, msg.width) == (10, 13)
+    np.testing.assert_allclose(from_msg(msg), want.dense[0].numpy(), atol=1e-4)
