@@ -12,13 +12,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL
+from .choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, REFINE
 from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
 from .models import get_spec
 
 # camera -> modality -> its driver's default topics (config/*.yaml)
-CAMERA_PRESETS = {"realsense": {"depth": "realsense.yaml", "color": "realsense_color.yaml"},
-                  "zed": {"depth": "zed.yaml", "color": "zed_color.yaml"}, "custom": {}}
+CAMERA_PRESETS = {
+    "realsense": {"depth": "realsense.yaml", "color": "realsense_color.yaml", "rgbd": "realsense_rgbd.yaml"},
+    "zed": {"depth": "zed.yaml", "color": "zed_color.yaml", "rgbd": "zed_rgbd.yaml"},
+    "custom": {},
+}
 DEFAULT_COLOR_MODEL = "theia_small"
 # name -> (default, description), as `ros2 launch defm_ros defm.launch.py --show-args` lists them
 LAUNCH_ARGS = {
@@ -33,11 +36,14 @@ LAUNCH_ARGS = {
     "params_file": ("", "extra parameter file (e.g. config/multi_camera.yaml)"),
     "large_data_profile": ("true", "apply config/fastdds_large_data.xml to this launch's processes"),
     "autostart": ("true", "configure and activate at start-up; false: drive it with `ros2 lifecycle set`"),
+    "refine": ("none", " | ".join(REFINE) + ": refine raw depth from aligned colour before a DeFM model"),
+    "refine_weights": ("", "the refiner's model.pt; empty: models/lingbot_depth_vitl14/, HF cache, Hub"),
 }
 BOOL_ARGS = ("large_data_profile", "autostart")
 # depth_and_color.launch.py: the same, with a model (and weights) per node
 PAIR_ARGS = {k: v for k, v in LAUNCH_ARGS.items() if k not in ("model", "weights", "namespace", "depth_topic",
-                                                                "image_topic", "params_file")}
+                                                                "image_topic", "params_file", "refine",
+                                                                "refine_weights")}
 PAIR_ARGS.update({
     "depth_model": (DEFAULT_MODEL, "DeFM variant for the depth node (namespace defm)"),
     "color_model": (DEFAULT_COLOR_MODEL, "Theia variant for the colour node (namespace theia); non-commercial "
@@ -75,12 +81,12 @@ def node_launch(share: Path, environ: dict | None = None, **args: str) -> NodeLa
     flags = {k: _flag(k, a[k]) for k in BOOL_ARGS}
     environ = os.environ if environ is None else environ
     params: list = []
-    preset = CAMERA_PRESETS[a["camera"]].get(get_spec(a["model"]).modality)
+    preset = CAMERA_PRESETS[a["camera"]].get("rgbd" if a["refine"] != "none" else get_spec(a["model"]).modality)
     if preset:
         params.append(str(share / "config" / preset))
     if a["params_file"]:
         params.append(a["params_file"])
-    overrides = {k: a[k] for k in ("model", "weights", "backend", "device")}
+    overrides = {k: a[k] for k in ("model", "weights", "backend", "device", "refine", "refine_weights")}
     overrides["autostart"] = flags["autostart"]
     overrides.update({k: a[k] for k in ("depth_topic", "image_topic") if a[k]})
     params.append(overrides)

@@ -20,14 +20,15 @@ def test_presets_point_at_the_drivers_default_topics(camera, topic):
     preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
     assert preset["depth_topic"] == topic
     assert spec.parameters[-1] == {"model": "defm_vit_s14", "weights": "", "backend": "torch", "device": "cuda",
-                                   "autostart": True}
+                                   "refine": "none", "refine_weights": "", "autostart": True}
     assert spec.env == {PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")}
 
 
 def test_user_profile_and_custom_camera_are_respected():
     spec = node_launch(ROOT, camera="custom", depth_topic="/my/depth", environ={PROFILE_ENV: "/etc/mine.xml"})
     assert spec.env == {} and spec.parameters == [{"model": "defm_resnet18", "weights": "", "backend": "torch",
-                                                   "device": "cpu", "autostart": True, "depth_topic": "/my/depth"}]
+                                                   "device": "cpu", "refine": "none", "refine_weights": "",
+                                                   "autostart": True, "depth_topic": "/my/depth"}]
     with pytest.raises(ValueError, match="camera must be one of"):
         node_launch(ROOT, camera="kinect")
     with pytest.raises(ValueError, match="unknown launch arguments"):
@@ -64,7 +65,8 @@ def test_a_user_profile_under_either_name_wins_in_launch_and_node():
 def test_preset_values_pass_the_nodes_validation():
     from defm_ros.node_params import PARAMS, check_value
 
-    for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml", "realsense_color.yaml", "zed_color.yaml"):
+    for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml", "realsense_color.yaml", "zed_color.yaml",
+              "realsense_rgbd.yaml", "zed_rgbd.yaml"):
         params = yaml.safe_load((ROOT / "config" / f).read_text())["/**"]["ros__parameters"]
         for k, v in params.items():
             assert k in PARAMS, (f, k)
@@ -107,3 +109,16 @@ def test_depth_and_colour_from_one_camera_as_two_nodes():
     readme = (ROOT / "README.md").read_text()
     assert "depth_and_color.launch.py" in readme and all(f"{k}:=" in readme for k in ("depth_model", "color_model"))
     assert set(PAIR_ARGS) >= {"camera", "depth_model", "color_model", "device", "autostart"}
+
+
+@pytest.mark.parametrize(("camera", "depth", "color"), [
+    ("realsense", "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/color/image_raw"),
+    ("zed", "/zed/zed_node/depth/depth_registered", "/zed/zed_node/rgb/image_rect_color")])
+def test_refining_takes_the_aligned_preset(camera, depth, color):
+    spec = node_launch(ROOT, camera=camera, refine="lingbot", environ={})
+    preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
+    assert (preset["depth_topic"], preset["image_topic"]) == (depth, color)
+    assert "camera_info" in preset["camera_info_topic"]
+    assert spec.parameters[-1]["refine"] == "lingbot"
+    rgbd = node_launch(ROOT, camera=camera, model="lingbot_rgbd_vitl14", environ={})
+    assert rgbd.parameters[0] == spec.parameters[0]  # the RGB-D encoder takes the same aligned topics
