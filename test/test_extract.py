@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from defm_ros.depth_codecs import encode_compressed
 from defm_ros.extract import (
@@ -425,3 +426,106 @@ def test_cli_extract_with_theia_takes_the_colour_topic_of_a_depth_bag(cli, capsy
     assert "complete; wrote 6 frames" in capsys.readouterr().out
     ds = load_dataset(tmp_path / "o" / "run_mcap_dataset")
     assert ds["topics"] == ["/cam/color"] and ds["meta"]["modality"] == "color"
+
+
+# -- RGB-D: refinement in front of DeFM, and the RGB-D encoder ---------------------------------------------
+
+RS_DEPTH, RS_COLOR = "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/color/image_raw"
+
+
+def _rgbd_bag(path: Path, scenes: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """Aligned RealSense topics: each scene's depth and colour with one stamp; then a depth frame whose colour
+    never comes (unpaired) and a pair whose colour has half the depth's size (misaligned)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                 "builtin_interfaces/msg/Time"))
+    writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    cd, cc = (writer.add_connection(t, Image.__msgtype__, typestore=ts) for t in (RS_DEPTH, RS_COLOR))
+
+    def image(t: int, enc: str, arr: np.ndarray):
+        return ts.serialize_cdr(Image(header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam"),
+                                      height=arr.shape[0], width=arr.shape[1], encoding=enc, is_bigendian=0,
+                                      step=arr.shape[1] * arr.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
+                                      data=np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8)),
+                                Image.__msgtype__)
+
+    expected = []
+    t = 1_700_000_000 * 10**9
+    for k, (rgb, mm) in enumerate(scenes):
+        stamp = t + k * 10**8
+        writer.write(cd, stamp + 5, image(stamp, "16UC1", mm))
+        writer.write(cc, stamp + 9, image(stamp, "rgb8", rgb))  # colour arrives after its depth
+        expected.append((stamp + 5, stamp, rgb, mm.astype(np.float32) / 1000))
+    rgb, mm = scenes[0]
+    writer.write(cd, t + 10**9, image(t + 10**9, "16UC1", mm))  # no colour with this stamp
+    writer.write(cd, t + 2 * 10**9, image(t + 2 * 10**9, "16UC1", mm))
+    writer.write(cc, t + 2 * 10**9 + 1, image(t + 2 * 10**9, "rgb8", rgb[::2, ::2].copy()))
+    writer.close()
+    return expected
+
+
+@pytest.fixture(scope="module")
+def rgbd_bag(tmp_path_factory, shared_data):
+    from PIL import Image as PILImage
+
+    scenes = []
+    for s in ("1", "2"):
+        folder = shared_data / "rgbd_examples" / s
+        scenes.append((np.array(PILImage.open(next(folder.glob("rgb.*"))).convert("RGB")),
+                       np.asarray(PILImage.open(folder / "raw_depth.png")).astype(np.uint16)))
+    path = tmp_path_factory.mktemp("rgbd") / "rs"
+    return path, _rgbd_bag(path, scenes)
+
+
+@pytest.fixture(scope="module")
+def lingbot_ckpt(tmp_path_factory):
+    from defm_ros.models.lingbot import build_lingbot
+
+    from .lingbot_config import SMALL
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("lingbot") / "model.pt"
+    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, path)
+    return path
+
+
+def test_refined_extraction_pairs_refines_and_writes_the_refined_depth(tmp_path, rgbd_bag, lingbot_ckpt, encoder):
+    from defm_ros import Refiner
+
+    path, expected = rgbd_bag
+    refiner = Refiner(weights=lingbot_ckpt, num_tokens=300)
+    result = extract_bag(path, tmp_path, encoder=encoder, refiner=refiner, dataset=True, progress=False)
+    assert result.topics == [RS_DEPTH] and result.frames_written == 2, result.summary()
+    assert result.rejected == {"bad depth + colour pair": 1, "unpaired message (no partner with its stamp)": 1}
+    feats = read_features(tmp_path / "rs_features")
+    cam = RS_DEPTH
+    assert {f"{cam}/depth_refined", f"{cam}/depth_refined_mask", f"{cam}/features/dense"} <= set(feats)
+    ds = load_dataset(tmp_path / "rs_dataset")
+    assert ds["depth_refined"].shape == (2, 480, 640) and ds["depth_refined_mask"].dtype == bool
+    assert ds["info"]["refined_by"]["model"] == "lingbot_depth_vitl14"
+    for i, (log_time, stamp, rgb, depth) in enumerate(expected):
+        ref = refiner.refine(rgb, depth)
+        (t, msg), = [(t, m) for t, m in feats[f"{cam}/depth_refined"] if t == log_time]
+        got = np.frombuffer(msg.data, "<f4").reshape(480, 640)
+        np.testing.assert_allclose(got, ref.depth.numpy(), rtol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(ds["depth_refined"][i], ref.depth.numpy(), rtol=1e-5, equal_nan=True)
+        want = encoder.encode(ref.depth.numpy())
+        dense = next(m for t, m in feats[f"{cam}/features/dense"] if t == log_time)
+        np.testing.assert_allclose(from_msg(dense), want.dense[0].numpy(), atol=1e-4)
+        assert ds["stamp_ns"][i] == stamp
+
+
+def test_the_rgbd_encoder_extracts_the_aligned_pairs(tmp_path, rgbd_bag, lingbot_ckpt):
+    path, expected = rgbd_bag
+    enc = build_encoder(model="lingbot_rgbd_vitl14", weights=str(lingbot_ckpt), input_size=(140, 182))
+    result = extract_bag(path, tmp_path, encoder=enc, dataset=True, write_bag=False, progress=False)
+    assert result.frames_written == 2 and result.topics == [RS_DEPTH]
+    ds = load_dataset(tmp_path / "rs_dataset")
+    assert ds["meta"]["modality"] == "rgbd" and ds["dense"].shape == (2, 384, 10, 13)
+    for i, (_, _, rgb, depth) in enumerate(expected):
+        np.testing.assert_allclose(ds["dense"][i], enc.encode((rgb, depth)).dense[0].numpy(), atol=1e-4)
+

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DTYPE, OUTPUT_DTYPES
+from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DTYPE, OUTPUT_DTYPES, REFINE
 from .common import CliError, add_device_option, add_model_options, positive_int
 
 log = logging.getLogger("defm_ros")
@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     add_device_option(p)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS))
+    p.add_argument("--refine", default="none", choices=list(REFINE),
+                   help="refine each depth topic from its camera's colour topic (paired by stamp) before a DeFM "
+                        "model; writes the refined depth too")
+    p.add_argument("--refine-model", default="lingbot_depth_vitl14", help="refiner (default lingbot_depth_vitl14)")
+    p.add_argument("--refine-weights", default=None, help="refiner model.pt (default: models/, HF cache, Hub)")
+    p.add_argument("--refine-tokens", type=positive_int, default=1200, help="refiner patch tokens (default 1200)")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -81,6 +87,13 @@ def _extract_all(args: argparse.Namespace) -> int:
 
     encoder = build_encoder(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
                             input_size=args.size, precision=args.precision, dense_level=args.dense_level)
+    refiner = None
+    if args.refine != "none":
+        from ..refiner import Refiner
+
+        refiner = Refiner(args.refine_model, weights=args.refine_weights, device=args.device,
+                          precision=args.precision, num_tokens=args.refine_tokens)
+        print(f"refining depth with {args.refine_model} ({args.refine_tokens} tokens) before the features")
     info = encoder.info
     print(f"{info['model']} on {info['device']} ({info['precision']}), input {tuple(info['input_size'])}, "
           f"dense {info['dense_channels']}x{info['dense_size'][0]}x{info['dense_size'][1]}, "
@@ -94,7 +107,7 @@ def _extract_all(args: argparse.Namespace) -> int:
                                  dataset=args.dataset, batch=args.batch, dtype=args.dtype,
                                  depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
                                  limit=args.limit, segment_frames=args.segment_frames,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, refiner=refiner)
         except ExtractInterrupted as exc:
             print(exc.result.summary())
             print("interrupted: outputs closed and flagged partial; rerun with --resume to continue",

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..choices import DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
-from ..inputs import INPUTS, camera_topic
+from ..inputs import INPUTS, StampPairer, camera_topic
 from ..models import get_spec
+from ..rgbd_preprocess import pack
 from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
-from .source import BagReadError, BagSource, find_topics
+from .source import BagReadError, BagSource, TopicInfo, find_topics, pair_topics
 
 log = logging.getLogger("defm_ros")
 ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
@@ -116,9 +117,11 @@ def build_encoder(**options: Any) -> Any:
     return Encoder(**opts)
 
 
-def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float) -> dict[str, Any]:
+def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: Any = None) -> dict[str, Any]:
     """What must match for features of two runs to belong in one output (device may differ)."""
-    return {"model": info["model"], "modality": info["modality"], "checkpoint_sha256": info["checkpoint_sha256"],
+    refined = None if refiner is None else {k: refiner.info[k] for k in ("model", "checkpoint_sha256", "num_tokens")}
+    return {"model": info["model"], "modality": info["modality"], "refined_by": refined,
+            "checkpoint_sha256": info["checkpoint_sha256"],
             "random_weights": info["random_weights"], "input_size": list(info["input_size"]),
             "dense_level": info["dense_level"], "depth_mode": info["depth_mode"],
             "precision": info["precision"], "dtype": dtype, "depth_scale": depth_scale}
@@ -174,6 +177,7 @@ def extract_bag(
     chunk_frames: int = 256,
     progress: bool = True,
     on_batch: Callable[[ExtractResult], None] | None = None,
+    refiner: Any = None,
     **encoder_options: Any,
 ) -> ExtractResult:
     """Encode every frame of one bag's topics of the model's modality (depth for DeFM, colour for Theia);
@@ -186,6 +190,10 @@ def extract_bag(
     `resume`: keep what the outputs already hold and add only the missing frames.
     `limit`: stop after this many newly written frames (partial output; resume continues).
     `on_batch`: called after each batch is written (progress hooks; may raise KeyboardInterrupt).
+    `refiner`: a Refiner (LingBot-Depth): each depth topic is paired with its camera's colour topic by
+    stamp, refined, and the features are the depth model's on the refined depth; the refined depth and
+    mask are written too (<topic>/depth_refined, _mask; dataset fields depth_refined, depth_refined_mask).
+    An RGB-D model (lingbot_rgbd_vitl14) pairs the same way and encodes the pairs.
     """
     if not (write_bag or dataset):
         raise ValueError("nothing to write: enable the feature bag and/or the dataset")
@@ -200,15 +208,26 @@ def extract_bag(
     out.mkdir(parents=True, exist_ok=True)
     model = encoder.info["model"] if encoder is not None else encoder_options.get("model") or DEFAULT_MODEL
     modality = get_spec(model).modality
+    if refiner is not None and modality != "depth":
+        raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
+    paired = refiner is not None or modality == "rgbd"
     with _lock(out / f".{name}.lock"), BagSource(bag) as source:
         result.notes += source.notes
         result.source_truncated = source.salvaged
-        found = find_topics(source, modality) if topics is None else [t for t in source.topics if t.name in topics]
-        if topics is not None and (missing := sorted(set(topics) - {t.name for t in found})):
+        chosen = None if topics is None else [t for t in source.topics if t.name in topics]
+        if chosen is not None and (missing := sorted(set(topics) - {t.name for t in chosen})):
             raise BagReadError(f"{bag}: no topic(s) {missing}; it has {sorted(t.name for t in source.topics)}")
+        pairs: list[tuple[TopicInfo, TopicInfo]] = []
+        if paired:
+            pairs, notes = pair_topics(find_topics(source, "depth", chosen), find_topics(source, "color", chosen))
+            result.notes += notes
+            found = [d for d, _ in pairs]
+        else:
+            found = find_topics(source, modality) if chosen is None else chosen
         result.topics = [t.name for t in found]
         if not found:
-            result.notes.append(f"no {modality} topics in this bag (see `defm-ros extract --help`)")
+            what = "aligned depth + colour topic pairs" if paired else f"{modality} topics"
+            result.notes.append(f"no {what} in this bag (see `defm-ros extract --help`)")
             result.complete = True
             return result
         result.frames_total = sum(t.count or 0 for t in found)
@@ -217,7 +236,9 @@ def extract_bag(
 
         enc = encoder if encoder is not None else build_encoder(**encoder_options)
         info = enc.info
-        fp = fingerprint(info, dtype, depth_scale)
+        if refiner is not None:
+            info = {**info, "refined_by": refiner.info}
+        fp = fingerprint(info, dtype, depth_scale, refiner)
         sinks: list[FeatureBag | FeatureDataset] = []
         if write_bag:
             sinks.append(FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames))
@@ -233,19 +254,21 @@ def extract_bag(
         for s in sinks:
             result.notes += s.notes
             result.outputs["bag" if isinstance(s, FeatureBag) else "dataset"] = str(s.path)
-        _run(source, enc, sinks, done, result, batch, depth_scale, limit, progress, on_batch)
+        _run(source, enc, sinks, done, result, batch, depth_scale, limit, progress, on_batch,
+             {c.name: d.name for d, c in pairs}, refiner)
     return result
 
 
 def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], result: ExtractResult,
          batch: int, depth_scale: float, limit: int, progress: bool,
-         on_batch: Callable[[ExtractResult], None] | None) -> None:
+         on_batch: Callable[[ExtractResult], None] | None, depth_of: dict[str, str], refiner: Any) -> None:
     from tqdm import tqdm
 
     bag_sink = next((s for s in sinks if isinstance(s, FeatureBag)), None)
     ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
     kind = INPUTS[enc.info["modality"]]
     params = {"depth_scale": depth_scale}
+    pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
     bag_done = done[sinks.index(bag_sink)] if bag_sink else set()
     ds_done = done[sinks.index(ds_sink)] if ds_sink else set()
     rejected: Counter[str] = Counter()
@@ -266,7 +289,12 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if not frames:
             return
         try:
-            feats = enc.encode(np.stack([f.x for f in frames]))
+            xs, refined = np.stack([f.x for f in frames]), None
+            if refiner is not None:
+                out = refiner.refine(xs[..., :3].astype(np.uint8), xs[..., 3])
+                refined = out.depth.cpu().numpy(), out.mask.cpu().numpy()
+                xs = refined[0]
+            feats = enc.encode(xs)
             cls, dense = feats.numpy()
         except (KeyboardInterrupt, MemoryError):
             raise
@@ -279,10 +307,12 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
             return
         consecutive_failures = 0
         for i, f in enumerate(frames):
+            ref_i = None if refined is None else (refined[0][i], refined[1][i])
             if f.to_bag:
-                bag_sink.write(f.topic, f.log_time, bag_sink.header(f.stamp, f.frame_id), cls[i], dense[i])
+                bag_sink.write(f.topic, f.log_time, bag_sink.header(f.stamp, f.frame_id), cls[i], dense[i], ref_i)
             if f.to_dataset:
-                ds_sink.write(f.topic, f.log_time, f.stamp, f.frame_id, cls[i], dense[i])
+                ds_sink.write(f.topic, f.log_time, f.stamp, f.frame_id, cls[i], dense[i],
+                              None if ref_i is None else {"depth_refined": ref_i[0], "depth_refined_mask": ref_i[1]})
         result.frames_written += len(frames)
         bar.update(len(frames))
         bar.set_postfix(skipped=sum(rejected.values()), refresh=False)
@@ -295,28 +325,35 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
     reached_end = False
     try:
         try:
-            for raw in source.messages(result.topics):
+            for raw in source.messages(result.topics + list(depth_of)):
                 if limit and result.frames_written + queued >= limit:
                     result.limited = True
                     break
                 result.frames_read += 1
                 try:
                     msg = source.deserialize(raw)
-                    key = (camera_topic(raw.topic), raw.log_time, stamp_ns(msg.header))
-                    frame_id = str(msg.header.frame_id)
+                    stamp = stamp_ns(msg.header)
                 except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
                     reject("undecodable message", exc)
-                    bar.update(1)
+                    bar.update(raw.topic not in depth_of)
                     continue
+                if pairers:  # depth and colour meet by stamp; the depth message is the frame
+                    role = "color" if raw.topic in depth_of else "depth"
+                    got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
+                    if got is None:
+                        continue
+                    (raw, msg), (_, color) = got["depth"], got["color"]
+                key = (camera_topic(raw.topic), raw.log_time, stamp)
+                frame_id = str(msg.header.frame_id)
                 to_bag, to_ds = bag_sink is not None and key not in bag_done, ds_sink is not None and key not in ds_done
                 if not (to_bag or to_ds):
                     result.frames_present += 1
                     bar.update(1)
                     continue
                 try:
-                    x = kind.decode_one(msg, params)
+                    x = _rgbd(msg, color, params) if pairers else kind.decode_one(msg, params)
                 except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
-                    reject(f"bad {kind.modality} image", exc)
+                    reject("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc)
                     bar.update(1)
                     continue
                 shape = tuple(int(v) for v in x.shape)
@@ -332,6 +369,8 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
             log.error("%s", exc)
         for shape in list(pending):
             flush(shape)
+        if unpaired := sum(p.unpaired + sum(len(q) for q in p._pending.values()) for p in pairers.values()):
+            rejected["unpaired message (no partner with its stamp)"] += unpaired
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -352,3 +391,13 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                         s.abort()
     if result.interrupted:
         raise ExtractInterrupted(result)
+
+
+def _rgbd(depth_msg: Any, color_msg: Any, params: dict[str, Any]) -> np.ndarray:
+    """A paired depth and colour message -> packed (H, W, 4), refusing pairs of different sizes."""
+    depth = INPUTS["depth"].decode_one(depth_msg, params)
+    rgb = INPUTS["color"].decode_one(color_msg, params)
+    if rgb.shape[:2] != depth.shape:
+        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} are not "
+                         "aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
+    return pack(rgb, depth)

@@ -209,12 +209,22 @@ class FeatureBag:
                     step=hwc.shape[1] * channels * hwc.itemsize, data=hwc.reshape(-1).view(np.uint8))
         return self.ts.serialize_cdr(msg, Image.__msgtype__)
 
+    def _plain(self, arr: np.ndarray, encoding: str, header: Any) -> bytes:
+        Image = self.ts.types["sensor_msgs/msg/Image"]
+        arr = np.ascontiguousarray(arr)
+        msg = Image(header=header, height=arr.shape[0], width=arr.shape[1], encoding=encoding, is_bigendian=0,
+                    step=arr.shape[1] * arr.itemsize, data=arr.reshape(-1).view(np.uint8))
+        return self.ts.serialize_cdr(msg, Image.__msgtype__)
+
     def header(self, stamp: int, frame_id: str) -> Any:
         Header, Time = self.ts.types["std_msgs/msg/Header"], self.ts.types["builtin_interfaces/msg/Time"]
         return Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
 
-    def write(self, topic: str, log_time: int, header: Any, cls: np.ndarray, dense: np.ndarray) -> None:
-        """One frame: cls (C,) and dense (C, h, w), stamped with the input header at its log time."""
+    def write(self, topic: str, log_time: int, header: Any, cls: np.ndarray, dense: np.ndarray,
+              refined: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """One frame: cls (C,) and dense (C, h, w), stamped with the input header at its log time; with
+        `refined` (depth (H, W) metres NaN invalid, mask (H, W) bool) also <topic>/depth_refined (32FC1) and
+        <topic>/depth_refined_mask (mono8), as the node publishes them."""
         if self._writer is None:
             self._start_segment()
         if topic not in self._has_info:
@@ -225,6 +235,11 @@ class FeatureBag:
         image = "sensor_msgs/msg/Image"
         self._writer.write(self._conn(f"{topic}/features/dense", image), log_time, self._image(dense, header))
         self._writer.write(self._conn(f"{topic}/features/cls", image), log_time, self._image(cls, header))
+        if refined is not None:
+            for suffix, (encoding, arr) in (("depth_refined", ("32FC1", refined[0].astype("<f4"))),
+                                            ("depth_refined_mask", ("mono8", np.where(refined[1], 255, 0)
+                                                                    .astype(np.uint8)))):
+                self._writer.write(self._conn(f"{topic}/{suffix}", image), log_time, self._plain(arr, encoding, header))
         self.written += 1
         self._seg_frames += 1
         if self._seg_frames >= self.segment_frames:
@@ -286,7 +301,7 @@ class FeatureDataset:
         self.topics: list[str] = []
         self.written = 0
         self.notes: list[str] = []
-        self._buf: list[tuple[int, int, int, str, np.ndarray, np.ndarray]] = []
+        self._buf: list[tuple[int, int, int, str, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
 
     @property
     def exists(self) -> bool:
@@ -321,12 +336,18 @@ class FeatureDataset:
         _write_atomic(self.path / "dataset.json", json.dumps(doc, indent=1, sort_keys=True))
 
     def write(self, topic: str, log_time: int, stamp: int, frame_id: str, cls: np.ndarray,
-              dense: np.ndarray) -> None:
+              dense: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+        """One frame; `extra`: more per-frame arrays (e.g. depth_refined), stored as (N, ...) fields of the
+        chunk. A frame whose arrays have other shapes than the open chunk's starts a new chunk."""
         if topic not in self.topics:
             self.topics.append(topic)
             self._save_meta(complete=False)  # before any chunk refers to the new index
+        extra = {k: v.astype(self.dtype, copy=False) if v.dtype.kind == "f" else v for k, v in (extra or {}).items()}
+        shapes = {k: v.shape for k, v in extra.items()}
+        if self._buf and shapes != {k: v.shape for k, v in self._buf[-1][6].items()}:
+            self.flush()
         self._buf.append((self.topics.index(topic), log_time, stamp, frame_id,
-                          cls.astype(self.dtype, copy=False), dense.astype(self.dtype, copy=False)))
+                          cls.astype(self.dtype, copy=False), dense.astype(self.dtype, copy=False), extra))
         if len(self._buf) >= self.chunk_frames:
             self.flush()
 
@@ -336,12 +357,13 @@ class FeatureDataset:
         k = 0
         while (self.path / f"chunk_{k:06d}.npz").exists():
             k += 1
-        topic, log_time, stamp, frame_id, cls, dense = zip(*self._buf, strict=True)
+        topic, log_time, stamp, frame_id, cls, dense, extra = zip(*self._buf, strict=True)
         final = self.path / f"chunk_{k:06d}.npz"
         tmp = self.path / f".chunk_{k:06d}.tmp.npz"
         np.savez(tmp, topic=np.asarray(topic, np.int16), log_time_ns=np.asarray(log_time, np.int64),
                  stamp_ns=np.asarray(stamp, np.int64), frame_id=np.asarray(frame_id, dtype=str),
-                 cls=np.stack(cls), dense=np.stack(dense))
+                 cls=np.stack(cls), dense=np.stack(dense), **{name: np.stack([e[name] for e in extra])
+                                                              for name in extra[0]})
         os.replace(tmp, final)
         self.written += len(self._buf)
         self._buf = []
@@ -359,13 +381,15 @@ def iter_chunks(path: str | Path, arrays: tuple[str, ...] | None = None) -> Iter
 
 
 def load_dataset(path: str | Path) -> dict[str, Any]:
-    """A whole dataset in memory, sorted by log time: the arrays of every chunk concatenated, plus
-    `topics`, `info` (the stream description of §5) and `complete` from dataset.json."""
+    """A whole dataset in memory, sorted by log time: the arrays of every chunk concatenated (extra fields
+    such as depth_refined where every chunk has them, i.e. one camera size), plus `topics`, `info` (the
+    stream description of §5) and `complete` from dataset.json."""
     path = Path(path)
     meta = json.loads((path / "dataset.json").read_text(encoding="utf8"))
     chunks = list(iter_chunks(path))
     names = ("stamp_ns", "log_time_ns", "topic", "frame_id", "cls", "dense")
     if chunks:
+        names += tuple(sorted(set.intersection(*(set(c) for c in chunks)) - set(names)))  # e.g. depth_refined
         out: dict[str, Any] = {k: np.concatenate([c[k] for c in chunks]) for k in names}
         order = np.argsort(out["log_time_ns"], kind="stable")
         out = {k: v[order] for k, v in out.items()}

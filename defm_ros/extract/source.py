@@ -212,12 +212,12 @@ class _McapSalvage:
         return self.typestore.deserialize_cdr(msg.data, msg.msgtype)
 
 
-def find_topics(source: BagSource, modality: str = "depth") -> list[TopicInfo]:
-    """Every Image / CompressedImage topic that carries `modality` (inputs.py: depth is 16UC1, mono16,
-    32FC1 or compressedDepth; colour is rgb8, bgr8, rgba8, bgra8 or JPEG/PNG), judged by its first few
-    messages (a malformed one does not hide it)."""
+def find_topics(source: BagSource, modality: str = "depth", among: list[TopicInfo] | None = None) -> list[TopicInfo]:
+    """Every Image / CompressedImage topic (of `among`, default all) that carries `modality` (inputs.py:
+    depth is 16UC1, mono16, 32FC1 or compressedDepth; colour is rgb8, bgr8, rgba8, bgra8 or JPEG/PNG),
+    judged by its first few messages (a malformed one does not hide it)."""
     carries = INPUTS[modality].carries
-    candidates = [t for t in source.topics if t.msgtype in (IMAGE, COMPRESSED)]
+    candidates = [t for t in (source.topics if among is None else among) if t.msgtype in (IMAGE, COMPRESSED)]
     found: list[TopicInfo] = []
     for topic in candidates:
         seen = 0
@@ -232,3 +232,31 @@ def find_topics(source: BagSource, modality: str = "depth") -> list[TopicInfo]:
             if seen >= PROBE_MESSAGES:
                 break
     return sorted(found, key=lambda t: t.name)
+
+
+def pair_topics(depth: list[TopicInfo], color: list[TopicInfo]) -> tuple[list[tuple[TopicInfo, TopicInfo]], list[str]]:
+    """Each depth topic with the colour topic of the same camera: the one sharing the longest namespace
+    prefix (at least the first level, e.g. /camera/camera/aligned_depth_to_color/image_raw with
+    /camera/camera/color/image_raw). Returns (pairs, notes about depth topics left without colour)."""
+    pairs, notes = [], []
+    for d in depth:
+        dparts = d.name.strip("/").split("/")
+
+        def shared(c: TopicInfo, dparts: list[str] = dparts) -> int:
+            n = 0
+            for a, b in zip(dparts, c.name.strip("/").split("/"), strict=False):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        ranked = sorted(color, key=shared, reverse=True)
+        best = [c for c in ranked if shared(c) == shared(ranked[0])] if ranked else []
+        if not best or shared(best[0]) == 0:
+            notes.append(f"{d.name}: no colour topic of the same camera to pair it with; left out")
+        elif len(best) > 1:
+            notes.append(f"{d.name}: several colour topics fit equally ({', '.join(c.name for c in best)}); "
+                         "left out (name the pair with --topic DEPTH --topic COLOUR)")
+        else:
+            pairs.append((d, best[0]))
+    return pairs, notes
