@@ -34,7 +34,7 @@ from .features import feature_msgs, refined_msgs
 from .inputs import camera_inputs
 from .node_params import PARAMS, RUNTIME, check_all, descriptor, input_modality, refusal
 from .pipeline import Camera, InferenceLoop, LatestFrames, Processor
-from .reliability import follow_publishers
+from .reliability import Handover, follow_publishers
 from .runner import Parts, forward_logs, run
 
 # rclpy >= Iron hands subscription callbacks the message info (publication sequence numbers); Humble does not.
@@ -79,7 +79,9 @@ class DefmNode(LifecycleNode):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Wall-clock timers: with use_sim_time a paused bag must not stop diagnostics or QoS following.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(1.0, self._follow_publishers, clock=steady)
+        # Often: until a new camera's publisher is followed, the node holds a reliable and a best-effort
+        # reader, and the second copy of each 614 KB frame costs the reliable reader frames.
+        self.create_timer(0.1, self._follow_publishers, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self.encoder, self.refiner, self.cameras, self.frames, self.processor = None, None, [], None, None
         self.failure: Exception | None = None  # why the last transition failed
@@ -170,9 +172,9 @@ class DefmNode(LifecycleNode):
     def _deactivate(self) -> None:
         """Stop taking frames, let the batch in flight finish (and publish), free the device memory."""
         for c in self.cameras:
-            for sub, _ in c.subs.values():
-                self.destroy_subscription(sub)
-            c.subs.clear()
+            for subs in c.subs.values():
+                for sub in subs.clear():
+                    self.destroy_subscription(sub)
         self.loop.pause()
         for model in (self.encoder, self.refiner):
             if model is not None:
@@ -212,34 +214,39 @@ class DefmNode(LifecycleNode):
 
     # --- input ------------------------------------------------------------------------------------
     def _follow_publishers(self) -> None:
-        """(Re)subscribe each input topic with the reliability its publishers call for (reliability.py)."""
+        """(Re)subscribe each input topic with the reliability its publishers call for (reliability.py);
+        a subscription no longer wanted goes once its replacement has matched every publisher."""
         if self.state != "active":
             return
         for i, c in enumerate(self.cameras):
             for t in c.source.topics:
                 offers = [o.qos_profile.reliability.name.lower() for o in self.get_publishers_info_by_topic(t.name)]
-                sub, current = c.subs.get(t.role, (None, None))
-                want = follow_publishers(self.p["qos_reliability"], offers, current)
-                if want == current:
-                    continue
-                if sub is not None:
-                    self.destroy_subscription(sub)
-                # raw=True: the executor only copies the serialized bytes; frames that are dropped are never
-                # deserialized, and the one that is processed is deserialized on the inference thread.
-                if MESSAGE_INFO:
-                    callback = lambda m, info, i=i, r=t.role: self._on_message(i, r, m, info)  # noqa: E731
-                else:
-                    callback = lambda m, i=i, r=t.role: self._on_message(i, r, m, None)  # noqa: E731
-                sub = self.create_subscription(MSG_TYPES[t.msg_type], t.name, callback,
-                                               QoSProfile(depth=1, reliability=POLICY[want]), raw=True,
-                                               callback_group=c.gate)
-                c.subs[t.role] = (sub, want)
-                self.get_logger().info(f"subscribed to {t.name} ({want}, keep last 1)")
+                subs = c.subs.setdefault(t.role, Handover())
+                for want in subs.plan(follow_publishers(self.p["qos_reliability"], offers, subs.wanted)):
+                    subs.add(want, self._subscribe(i, t, want))
+                    self.get_logger().info(f"subscribed to {t.name} ({want}, keep last 1)")
+                if retired := subs.retire(lambda sub, n=len(offers): sub.get_publisher_count() >= n):
+                    for old in retired:
+                        self.destroy_subscription(old)
+                    self.get_logger().info(f"{t.name}: following its publishers, {subs.reliability} only")
+
+    def _subscribe(self, camera: int, topic, reliability: str) -> Subscription:
+        # raw=True: the executor only copies the serialized bytes; frames that are dropped are never
+        # deserialized, and the one that is processed is deserialized on the inference thread.
+        if MESSAGE_INFO:
+            callback = lambda m, info: self._on_message(camera, topic.role, m, info)  # noqa: E731
+        else:
+            callback = lambda m: self._on_message(camera, topic.role, m, None)  # noqa: E731
+        return self.create_subscription(MSG_TYPES[topic.msg_type], topic.name, callback,
+                                        QoSProfile(depth=1, reliability=POLICY[reliability]), raw=True,
+                                        callback_group=self.cameras[camera].gate)
 
     def _on_message(self, camera: int, role: str, msg, info: dict | None) -> None:
         if self.state != "active":
             return  # taken just before deactivate removed the subscription
         now, c = time.monotonic(), self.cameras[camera]
+        if c.subs[role].taken(info, msg):
+            return  # the other copy, during a reliability handover
         seq = info.get("publication_sequence_number") if info else None
         if seq is not None and self.count_publishers(c.source.topics[0].name) != 1:
             seq = None  # several publishers' numbers interleave

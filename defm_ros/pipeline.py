@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .reliability import Handover
+
 
 @dataclass
 class Frame:
@@ -140,14 +142,14 @@ class StreamStats:
 @dataclass
 class Camera:
     """One camera from configure to cleanup: its Input, its publishers and subscriptions (role ->
-    (subscription, reliability)), its input gate, and its counters."""
+    reliability.Handover), its input gate, and its counters."""
 
     source: Any  # inputs.Input
     pubs: dict[str, Any]
     gate: Any
     sequences: SequenceGaps = field(default_factory=SequenceGaps)
     stats: StreamStats = field(default_factory=StreamStats)
-    subs: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    subs: dict[str, Handover] = field(default_factory=dict)
 
     def arrived(self, role: str, msg: Any, seq: int | None, now: float) -> dict[str, Any] | None:
         """A (serialized) message of `role`: counted if it is the primary topic's, then paired; returns
@@ -163,7 +165,7 @@ class Camera:
 
     @property
     def reliability(self) -> str | None:
-        return next((r for _, r in self.subs.values()), None)
+        return next((h.reliability for h in self.subs.values() if h.reliability), None)
 
 
 class Processor:

@@ -87,10 +87,12 @@ def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shar
             p.publish(m)
         assert probe.wait_for(lambda: dense and refined and masks, 60), stop(node)[1]
         pubs[0].publish(_msgs(rgb, mm, k, 101)[0])  # depth whose colour never comes: unpaired
+        # taken before the next depth comes: a keep-last-1 reader would replace it (then counted in DDS)
+        assert probe.wait_for(lambda: _status(diags, "/rs/aligned_depth").get("received_frames") == "2", 10)
         bad = _msgs(rgb[::2, ::2].copy(), mm, k, 102)  # colour at half the depth's size: not aligned
         for p, m in zip(pubs, bad, strict=True):
             p.publish(m)
-        time.sleep(1.0)
+        assert probe.wait_for(lambda: _status(diags, "/rs/aligned_depth").get("rejected_frames") == "1", 30)
         for p, m in zip(pubs, _msgs(rgb, mm, k, 103), strict=True):  # and a good triple still works
             p.publish(m)
         assert probe.wait_for(lambda: any(m.header.stamp.sec == 103 for m in dense), 60), stop(node)[1]

@@ -19,6 +19,7 @@ from defm_ros.pipeline import (
     StreamStats,
     group_by_shape,
 )
+from defm_ros.reliability import Handover
 
 
 def test_only_the_newest_frame_is_kept_and_the_rest_counted():
@@ -185,7 +186,8 @@ def test_camera_counts_the_primary_topic_and_pairs():
     assert cam.arrived("depth", (6, "d"), 13, 1.2) is None
     assert cam.stats.total_in == 1 + 3 and cam.sequences.dropped == 2  # 11 and 12 never arrived
     assert cam.reliability is None
-    cam.subs["depth"] = (object(), "reliable")
+    cam.subs["depth"] = Handover()
+    cam.subs["depth"].plan(("reliable",))
     assert cam.reliability == "reliable"
 
 
