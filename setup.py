@@ -1,8 +1,17 @@
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "defm_ros"
+
+
+def models() -> list[tuple[str, list[str]]]:
+    """models/ as it is at build time (README, and the checkpoints put there before `colcon build`),
+    folders kept (theia_small/model.safetensors): the installed node looks in share/defm_ros/models."""
+    files = sorted(p for p in Path("models").rglob("*") if p.is_file())
+    folders = sorted({p.parent for p in files})
+    return [(f"share/{PACKAGE}/{folder}", [str(p) for p in files if p.parent == folder]) for folder in folders]
 
 setup(
     name=PACKAGE,
@@ -13,7 +22,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
-        (f"share/{PACKAGE}/models", ["models/README.md"]),
+        *models(),
     ],
     install_requires=["setuptools", "numpy", "pillow"],
     extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm", "safetensors"],

@@ -32,7 +32,7 @@ from std_msgs.msg import String
 from .diagnostics import StreamCounters, node_status, stream_status
 from .features import feature_msgs, refined_msgs
 from .inputs import camera_inputs
-from .node_params import PARAMS, RUNTIME, check_all, descriptor, input_modality, refusal
+from .node_params import PARAMS, RUNTIME, check_all, descriptor, input_modality, refusal, usage
 from .pipeline import Camera, InferenceLoop, LatestFrames, Processor
 from .reliability import Handover, follow_publishers
 from .runner import Parts, forward_logs, run
@@ -162,7 +162,7 @@ class DefmNode(LifecycleNode):
         i = self.encoder.info
         self.get_logger().info(
             f"{i['model']} on {i['device']} ({i['backend']}, {i['precision']}), input {i['input_size']}, dense "
-            f"{i['dense_channels']}x{i['dense_size']} stride {i['stride']}; listening on "
+            f"{i['dense_channels']}x{i['dense_size']} stride {i['stride']}, weights {i['weights']}; listening on "
             + ", ".join(t.name for c in self.cameras for t in c.source.topics))
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -313,6 +313,12 @@ def deserialize_message_by_name(raw, msg_type: str):
 
 
 def main(args: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if args is None else args
+    if {"-h", "--help"} & set(argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv):
+        print(usage())
+        return 0
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 

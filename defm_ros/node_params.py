@@ -91,6 +91,18 @@ def descriptor(name: str) -> ParameterDescriptor:
     return d
 
 
+def usage() -> str:
+    """`defm_node --help`: how to pass parameters, and each one's default and meaning."""
+    lines = ["usage: defm_node [--ros-args -p NAME:=VALUE ... | --params-file FILE] (or: ros2 launch defm_ros "
+             "defm.launch.py)", "", "DeFM / Theia / LingBot features from camera topics (a lifecycle node).",
+             "", "parameters:"]
+    for name, (default, text, constraint) in PARAMS.items():
+        choices = f"; one of {', '.join(constraint)}" if isinstance(constraint, tuple) and isinstance(
+            constraint[0], str) else ""
+        lines.append(f"  {name:<22} {default!r:<24} {text}{choices}")
+    return "\n".join(lines)
+
+
 def check_value(name: str, value: Any) -> str | None:
     """Why `value` is invalid for parameter `name`, or None when it is fine (ranges: the descriptor's)."""
     constraint = PARAMS[name][2]
