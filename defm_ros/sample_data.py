@@ -13,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+UNITS = {"mm": 0.001, "cm": 0.01, "m": 1.0}  # a depth image's unit -> metres per stored value
+DEFAULT_UNIT = {"uint16": "mm", "uint8": "cm", "float32": "m"}  # what each stored type means unless told
+MODES = ("metric", "relative")
+
 
 @dataclass
 class DepthFrame:
@@ -20,6 +24,8 @@ class DepthFrame:
     depth: np.ndarray  # float32 metres, or relative values when mode == "relative"
     mode: str  # "metric" or "relative"
     raw: np.ndarray  # the image as stored (uint8 cm, uint16 mm, ...)
+    unit: str | None = None  # of raw, when metric
+    assumed: str = ""  # how unit and mode were decided, to say to the user
 
 
 def data_root() -> Path | None:
@@ -31,18 +37,41 @@ def data_root() -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def load_depth_png(path: Path) -> DepthFrame:
-    """A depth PNG -> metres, by its bit depth and folder: 16-bit = mm, 8-bit = cm, drawers = relative."""
+def _is_relative_sample(path: Path) -> bool:
+    """The shipped drawers/ frames are relative depth (see the data README); no other folder is."""
+    root = data_root()
+    return root is not None and path.resolve().is_relative_to((root / "defm_examples" / "drawers").resolve())
+
+
+def load_depth_png(path: Path, unit: str | None = None, mode: str | None = None) -> DepthFrame:
+    """A depth image -> metres. The stored type gives the unit unless `unit` is given (16-bit mm,
+    8-bit cm, float m); `mode` is metric unless given, or the shipped relative samples. A colour
+    image (channels that differ) is refused: its first channel is not depth."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        raw = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            raw = np.asarray(im)
+    except (OSError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+    kind = f"{raw.dtype.itemsize * 8}-bit" + (" grey stored as RGB" if raw.ndim == 3 else "")
     if raw.ndim == 3:
+        if raw.shape[2] >= 3 and not ((raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all()):
+            raise ValueError(f"{path} is a colour image (its channels differ), not a depth image; "
+                             "DeFM takes single-channel depth (16-bit mm, 8-bit cm, or grey stored as RGB)")
         raw = raw[..., 0]
-    if "drawers" in path.parts:
-        return DepthFrame(path, raw.astype(np.float32), "relative", raw)
-    scale = 0.001 if raw.dtype == np.uint16 else 0.01
-    return DepthFrame(path, raw.astype(np.float32) * np.float32(scale), "metric", raw)
+    if raw.dtype.name not in DEFAULT_UNIT:
+        raise ValueError(f"{path}: depth stored as {raw.dtype} is not supported (16-bit mm, 8-bit cm, float m)")
+    if mode is None:
+        mode, why = ("relative", "shipped drawers/ sample") if _is_relative_sample(path) \
+            else ("metric", "default")
+    else:
+        why = "--mode"
+    if mode == "relative":
+        return DepthFrame(path, raw.astype(np.float32), mode, raw, None, f"relative depth ({why})")
+    unit, how = (unit, "--unit") if unit else (DEFAULT_UNIT[raw.dtype.name], f"{kind} image")
+    depth = raw.astype(np.float32) * np.float32(UNITS[unit])
+    return DepthFrame(path, depth, mode, raw, unit, f"metric, {unit} ({how})")
 
 
 def depth_pngs(root: Path) -> list[Path]:

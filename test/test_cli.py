@@ -31,6 +31,8 @@ def test_console_script_help():
     (["info", "defm_resnet18", "--size", "0"], "14 <= H, W <= 4096"),
     (["demo", "--size", "3x"], "size must be N or HxW"),
     (["demo", "--device", "gpu"], "cpu, cuda or cuda:N"),
+    (["demo", "--limit", "-1"], "expected a count >= 0"),
+    (["demo", "--unit", "inch"], "invalid choice: 'inch'"),
     (["export", "--precision", "bf16"], "invalid choice: 'bf16'"),
     (["export", "--batch", "0"], "expected a positive integer"),
     (["extract", "x.mcap", "--out", "o", "--dtype", "float64"], "invalid choice"),
@@ -80,6 +82,27 @@ def test_demo_writes_pca_images_and_says_weights_are_random(shared_data, tmp_pat
 def test_demo_without_inputs_fails_clearly(tmp_path, capsys):
     assert main(["demo", str(tmp_path)]) == 2
     assert "no depth PNGs" in capsys.readouterr().err
+    assert main(["demo", str(tmp_path / "nonexistent.png")]) == 2
+    assert "nonexistent.png: no such file or folder" in capsys.readouterr().err
+
+
+def test_demo_refuses_colour_before_loading_a_model(shared_data, tmp_path, capsys, monkeypatch):
+    import defm_ros.encoder
+
+    monkeypatch.setattr(defm_ros.encoder, "Encoder", lambda *a, **k: pytest.fail("the model was loaded first"))
+    assert main(["demo", str(shared_data / "rgbd_examples" / "0" / "rgb.png"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a colour image" in err and err.count("\n") == 1
+
+
+def test_demo_says_the_unit_and_mode_it_assumed(shared_data, tmp_path, capsys):
+    ladders = shared_data / "defm_examples" / "ladders"
+    assert main(["demo", str(ladders), "--out", str(tmp_path), "--limit", "1", "--weights", "random",
+                 "--model", "defm_regnet_y_400mf", "--size", "64"]) == 0
+    assert "metric, cm (8-bit image)" in capsys.readouterr().out
+    assert main(["demo", str(ladders), "--out", str(tmp_path), "--limit", "1", "--weights", "random",
+                 "--model", "defm_regnet_y_400mf", "--size", "64", "--unit", "mm", "--mode", "metric"]) == 0
+    assert "metric, mm (--unit)" in capsys.readouterr().out
 
 
 def test_bench_has_options_for_every_backend():

@@ -43,7 +43,8 @@ def workspace(tmp_path_factory) -> Path:
 def test_install_space_has_what_ros2_run_and_launch_use(workspace):
     share, lib = workspace / "install/defm_ros/share/defm_ros", workspace / "install/defm_ros/lib/defm_ros"
     assert (share / "package.xml").is_file()
-    assert sorted(p.name for p in (share / "launch").iterdir()) == sorted(p.name for p in (ROOT / "launch").glob("*.launch.py"))
+    launch = sorted(p.name for p in (ROOT / "launch").glob("*.launch.py"))
+    assert launch and sorted(p.name for p in (share / "launch").iterdir()) == launch
     assert (share / "config" / "realsense.yaml").is_file()
     for script in ("defm_node", "defm-ros"):  # ros2 run defm_ros defm_node / defm-ros
         assert os.access(lib / script, os.X_OK), script

@@ -54,6 +54,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_type(text: str) -> int:
+    """A count where 0 means "no limit"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 (0: all), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 (0: all), got {text!r}")
+    return value
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm, shown only on a terminal: in a log file a bar's redraws interleave with the result lines."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not sys.stderr.isatty(), **kwargs)
+
+
 def add_model_options(p: argparse.ArgumentParser, precisions: tuple[str, ...] = PRECISIONS) -> None:
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, choices=list(MODELS), metavar="NAME",
                    help=f"model variant (default {DEFAULT_MODEL}; see `defm-ros info`)")
