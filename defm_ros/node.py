@@ -105,6 +105,9 @@ class DefmNode(LifecycleNode):
 
     def _configure(self) -> None:
         from .encoder import Encoder  # torch is imported only once parameters are known to be valid
+        from .models.checkpoints import CheckpointError
+
+        CheckpointError.syntax = staticmethod(lambda name: f"{name}:=FILE")  # errors name the node's parameters
 
         p = {name: self.get_parameter(name).value for name in PARAMS}
         if problems := check_all(p):

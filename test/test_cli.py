@@ -105,6 +105,43 @@ def test_demo_says_the_unit_and_mode_it_assumed(shared_data, tmp_path, capsys):
     assert "metric, mm (--unit)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("content", "says"), [(None, "does not exist"), (b"", "is empty (0 bytes)"),
+                                               (b"PK\x03\x04truncated", "truncated or corrupt")])
+def test_bad_checkpoints_are_input_errors_in_the_cli_syntax(shared_data, tmp_path, capsys, content, says):
+    path = tmp_path / "defm_resnet18.pth"
+    if content is not None:
+        path.write_bytes(content)
+    frame = shared_data / "rgbd_examples" / "0" / "raw_depth.png"
+    assert main(["demo", str(frame), "--weights", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "weights:=" not in err
+    if content is None:
+        assert "--weights FILE" in err
+
+
+def test_info_of_a_checkpoint_file_says_how(capsys):
+    assert main(["info", "models/defm_resnet18.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "is a checkpoint" in err and "defm-ros info MODEL --weights models/defm_resnet18.pth" in err
+
+
+def test_a_closed_pipe_ends_quietly():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # as `defm-ros info | head` once head has gone
+    out = subprocess.run([sys.executable, "-m", "defm_ros.cli", "info"], stdout=write, stderr=subprocess.PIPE,
+                         text=True)
+    os.close(write)
+    assert out.returncode == 141 and out.stderr == ""
+
+
+def test_bench_checks_its_json_path_first(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--json", str(tmp_path / "missing" / "r.json")])
+    assert exc.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
 def test_bench_has_options_for_every_backend():
     from defm_ros.choices import BACKENDS
     from defm_ros.cli.bench import BACKEND_OPTIONS

@@ -297,6 +297,27 @@ def test_cli_help_and_usage_errors(cli, capsys, tmp_path):
     assert exc.value.code == 2
     assert cli(tmp_path / "missing.bag", "--out", tmp_path) == 2
     assert cli(tmp_path, "--out", tmp_path, "--no-bag") == 2
+    capsys.readouterr()
+
+
+def test_cli_refuses_what_is_not_a_bag_before_loading_a_model(cli, capsys, tmp_path, monkeypatch):
+    import defm_ros.extract as extract_pkg
+
+    monkeypatch.setattr(extract_pkg, "build_encoder", lambda **k: pytest.fail("the model was loaded first"))
+    (tmp_path / "frame.png").write_bytes(b"\x89PNG")
+    assert cli(tmp_path / "frame.png", "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "is not a bag" in err and "recover" not in err and "reindex" not in err
+    assert cli(tmp_path, "--out", tmp_path / "o") == 2  # a folder with no bag in it
+    assert "not a rosbag2 folder" in capsys.readouterr().err
+
+
+def test_cli_a_named_topic_without_the_models_input_is_an_error(cli, capsys, tmp_path, bags):
+    paths, _ = bags
+    assert cli(paths["mcap"], "--out", tmp_path / "o", "--weights", "random", "--size", "64", "--no-progress",
+               "--topic", "/cam/color") == 1
+    err = capsys.readouterr().err
+    assert "/cam/color carries no depth images" in err and "defm_resnet18" in err
 
 
 def test_cli_runs_resumes_and_reports(cli, capsys, tmp_path, bags):

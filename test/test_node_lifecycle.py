@@ -95,6 +95,7 @@ def test_transitions_over_the_lifecycle_services(probe, ckpt, tmp_path, shared_d
         assert not lc.transition(Transition.TRANSITION_CONFIGURE)
         assert lc.state() == "unconfigured" and node.poll() is None
         assert probe.wait_for(lambda: "CheckpointError" in _status(diags, "/defm_node").message, 5)
+        assert "pass its path with weights:=FILE" in _status(diags, "/defm_node").message  # the node's syntax
         assert _status(diags, "/defm_node").level == DiagnosticStatus.ERROR
 
         # model parameters are set while unconfigured, then configure loads them

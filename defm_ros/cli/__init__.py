@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import bench, demo, export, extract, info
@@ -18,8 +19,14 @@ VERBS = {
 }
 
 
+EXIT_CODES = """exit codes: 0 done; 2 the input is wrong (arguments, paths, files, checkpoints), said in one line
+before any slow work; 1 the job failed while running (extract: a bag that cannot be read); 130 interrupted;
+141 output pipe closed (as `defm-ros info | head`)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="defm-ros", description="DeFM depth features: offline tools.")
+    parser = Parser(prog="defm-ros", description="DeFM depth features: offline tools.", epilog=EXIT_CODES,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=Parser)
     for verb, (mod, help_text) in VERBS.items():
@@ -30,17 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..models.checkpoints import CheckpointError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    CheckpointError.syntax = staticmethod(lambda name: f"--{name.replace('_', '-')} FILE")
     try:
-        return int(args._main(args) or 0)
+        code = int(args._main(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is handled below and not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except CliError as exc:
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
+    except (CliError, CheckpointError, FileNotFoundError, ValueError) as exc:  # what the user gave is wrong
         print(f"defm-ros {args.verb}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, OSError) as exc:  # the library's typed errors are these
+    except (RuntimeError, OSError) as exc:  # the library's typed failures while running
         print(f"defm-ros {args.verb}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, add_device_option, add_model_options, model_size, size_type
+from .common import CliError, add_device_option, add_model_options, model_size, output_file, size_type
 
 BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per choices.BACKENDS
 
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=1, help="cycle the backends' blocks this many times and pool "
                    "them (default 1)")
     p.add_argument("--threads", type=int, default=0, help="torch and ORT intra-op threads (default: all cores)")
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--json", type=output_file, default=None, metavar="FILE", help="also write the results here")
 
 
 def _timed(fn: Callable[[], Any], iters: int, sync: Callable[[], None], label: str) -> np.ndarray:

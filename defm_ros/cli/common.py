@@ -65,6 +65,22 @@ def count_type(text: str) -> int:
     return value
 
 
+def output_file(text: str) -> str:
+    """A file to write at the end of a long job, checked now so that the results are not lost then."""
+    import os
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder}: no such folder")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: not writable")
+    return str(path)
+
+
 def progress(iterable=None, **kwargs):
     """tqdm, shown only on a terminal: in a log file a bar's redraws interleave with the result lines."""
     import sys

@@ -65,10 +65,14 @@ def main(args: argparse.Namespace) -> int:
         raise CliError("--no-bag writes nothing unless --dataset is given")
     if args.limit < 0:
         raise CliError("--limit must be >= 0")
+    from ..extract.source import BagReadError, check_bag_path
+
     names: dict[str, Path] = {}
     for bag in args.bags:
-        if not bag.exists():
-            raise CliError(f"{bag}: no such file or folder")
+        try:
+            check_bag_path(bag)  # before the model loads: a wrong path fails at once
+        except BagReadError as exc:
+            raise CliError(str(exc)) from None
         other = names.setdefault(output_name(bag), bag)
         if other != bag:
             raise CliError(f"{other} and {bag} would write the same outputs ({output_name(bag)}_*); "

@@ -34,6 +34,9 @@ def main(args: argparse.Namespace) -> int:
 
         print(json.dumps(read_sidecar(args.target), indent=1, sort_keys=True))
         return 0
+    if args.target.endswith((".pth", ".pt", ".safetensors")):
+        raise CliError(f"{args.target} is a checkpoint; info takes a model name or an exported .onnx file: "
+                       f"`defm-ros info MODEL --weights {args.target}` checks it against MODEL")
     if args.target not in MODELS:
         raise CliError(f"unknown model {args.target!r}; choose one of: {', '.join(MODELS)}")
     from ..encoder import Encoder

@@ -223,7 +223,10 @@ def extract_bag(
             result.notes += notes
             found = [d for d, _ in pairs]
         else:
-            found = find_topics(source, modality) if chosen is None else chosen
+            found = find_topics(source, modality, chosen)
+            if chosen is not None and (empty := sorted({t.name for t in chosen} - {t.name for t in found})):
+                raise BagReadError(f"{bag}: {', '.join(empty)} carries no {modality} images, which {model} takes "
+                                   f"({'; '.join(f'{t.name}: {t.msgtype}' for t in chosen if t.name in empty)})")
         result.topics = [t.name for t in found]
         if not found:
             what = "aligned depth + colour topic pairs" if paired else f"{modality} topics"

@@ -42,6 +42,21 @@ class RawMessage:
     data: bytes | memoryview
 
 
+BAG_SUFFIXES = (".mcap", ".db3", ".bag")
+
+
+def check_bag_path(path: Path) -> None:
+    """Raise BagReadError when `path` cannot be a recording at all (missing, or not a bag by its name),
+    before anything slow is done with it; a damaged bag is found only when it is opened."""
+    if not path.exists():
+        raise BagReadError(f"{path}: no such file or folder")
+    if path.is_file() and path.suffix not in BAG_SUFFIXES:
+        raise BagReadError(f"{path} is not a bag: extract reads rosbag2 folders and .mcap, .db3 or ROS 1 .bag files")
+    if path.is_dir() and not ((path / "metadata.yaml").exists() or any(path.glob("*.mcap"))
+                              or any(path.glob("*.db3"))):
+        raise BagReadError(f"{path}: neither metadata.yaml nor .mcap/.db3 files; not a rosbag2 folder")
+
+
 def _hint(path: Path) -> str:
     if path.suffix == ".bag":
         return "a ROS 1 bag must be indexed: run `rosbag reindex` on a copy"
@@ -66,16 +81,13 @@ class BagSource:
         self.notes: list[str] = []
         self._reader: Any = None
         self._salvage: _McapSalvage | None = None
-        if not self.path.exists():
-            raise BagReadError(f"{self.path}: no such bag")
+        check_bag_path(self.path)
         self._open()
 
     def _storage_paths(self) -> list[Path]:
         p = self.path
         if p.is_dir() and not (p / "metadata.yaml").exists():
             files = sorted(p.glob("*.mcap")) or sorted(p.glob("*.db3"))
-            if not files:
-                raise BagReadError(f"{p}: neither metadata.yaml nor .mcap/.db3 files; not a rosbag2 folder")
             self.notes.append(f"{p} has no metadata.yaml (recording not closed?): reading its "
                               f"{len(files)} storage file(s) directly")
             return files

@@ -12,20 +12,36 @@ import hashlib
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read: `defm-ros --help` and errors stay fast
+    import torch
+    from torch import nn
 
-from .registry import ModelSpec
+from .registry import REFINERS, ModelSpec
 
 RANDOM = "random"
 log = logging.getLogger("defm_ros")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found or does not fit the model; the text says which and why."""
+    """A checkpoint that cannot be found or does not fit the model; the text says which and why.
+
+    Where the text names the option that takes a checkpoint path, it writes `option("weights")`; str()
+    spells it in `syntax`, the form of the tool in use: the Python API's by default; the CLI and the node
+    set theirs at start-up (`--weights FILE`, `weights:=FILE`), so that each error reads as its user typed."""
+
+    syntax: ClassVar[Callable[[str], str]] = staticmethod(lambda name: f"{name}=PATH")
+
+    @staticmethod
+    def option(name: str) -> str:
+        return f"\x00{name}\x00"
+
+    def __str__(self) -> str:
+        parts = str(self.args[0] if self.args else "").split("\x00")
+        return "".join(self.syntax(part) if i % 2 else part for i, part in enumerate(parts))
 
 
 def models_dir() -> Path:
@@ -49,7 +65,8 @@ def download_hint(spec: ModelSpec) -> str:
     return (
         f"get it with `huggingface-cli download {spec.hub_repo} {spec.hub_file} --local-dir {folder}` "
         f"(or from https://huggingface.co/{spec.hub_repo}/resolve/main/{spec.hub_file}) on a machine "
-        "with internet access and copy it there, or name the file explicitly (weights)"
+        f"with internet access and copy it there, or pass its path with "
+        f"{CheckpointError.option('refine_weights' if spec.name in REFINERS else 'weights')}"
     )
 
 
@@ -120,6 +137,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     """(state dict, model_config or None), read as data only. LingBot-Depth's model.pt is a dict
     {"model_config": kwargs of the model, "model": state dict}; DeFM's .pth files are a state dict,
     possibly under "model"; Theia's are safetensors."""
+    import torch
+
+    if Path(path).stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy? Fetch it again")
     if Path(path).suffix == ".safetensors":
         return _read_safetensors(path), None
     try:
@@ -133,6 +154,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
                 f"to load, which is refused (weights_only=True). Details: {detail}") from exc
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?); it was read with "
                               "weights_only=True and nothing in it was run") from exc
+    except EOFError as exc:
+        raise CheckpointError(f"{path} ends early ({Path(path).stat().st_size} bytes): truncated by an interrupted "
+                              "download or copy? Fetch it again") from exc
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -178,6 +202,8 @@ def backbone_state(state: dict[str, torch.Tensor], spec: ModelSpec) -> tuple[dic
 @functools.cache
 def state_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a variant's state dict, built on the meta device where its constructor allows."""
+    import torch
+
     from . import build_model
 
     try:
