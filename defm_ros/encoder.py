@@ -67,7 +67,8 @@ class Encoder:
     """A zoo variant with its weights, its preprocessing and one backend on one device.
 
     `weights`: None (resolve from models/, the HF cache or the Hub), a .pth path, "random", or for
-    backend="onnxruntime" an exported .onnx file (see `defm-ros export`). `strict`: refuse a device,
+    backend="onnxruntime" an exported .onnx file (see `defm-ros export`; `input_size` None takes the
+    file's). `strict`: refuse a device,
     provider or precision that is not available instead of downgrading (loudly) to what is.
     `backend_options` go to the backend (torch: channels_last, compile; onnxruntime: trt,
     trt_cache_dir, threads, spin).
@@ -94,6 +95,8 @@ class Encoder:
         check_choice("precision", precision, ONNX_PRECISIONS if backend == "onnxruntime" else PRECISIONS)
         self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
+        if input_size is None and str(weights).endswith(".onnx") and Path(weights).is_file():
+            input_size = read_sidecar(Path(weights))["input_size"]  # an exported file: the size it was made for
         size = check_input_size(input_size) if input_size is not None else spec.default_size
         self.geometry = geom = InputGeometry.for_model(size, spec.align, pad=not spec.is_vit)
         if spec.modality != "depth" and depth_mode != DEFAULT_DEPTH_MODE:
@@ -260,7 +263,7 @@ class Encoder:
         return Features(cls, dense[:, :, :h, :w])
 
     def export_onnx(self, path: str | os.PathLike, *, camera_size: tuple[int, int] | None = None,
-                    batch: int | None = 1, precision: str = DEFAULT_PRECISION, check: bool = True) -> dict[str, Any]:
+                    batch: int | None = None, precision: str = DEFAULT_PRECISION, check: bool = True) -> dict[str, Any]:
         """Write this encoder's network (and with `camera_size` its preprocessing) to an ONNX file plus
         its sidecar; see backends/onnx_file.export_onnx. Returns the sidecar."""
         if self.net is None:

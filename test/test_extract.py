@@ -550,3 +550,21 @@ def test_the_rgbd_encoder_extracts_the_aligned_pairs(tmp_path, rgbd_bag, lingbot
     for i, (_, _, rgb, depth) in enumerate(expected):
         np.testing.assert_allclose(ds["dense"][i], enc.encode((rgb, depth)).dense[0].numpy(), atol=1e-4)
 
+
+
+def test_cli_the_readmes_export_then_extract_with_its_defaults(cli, capsys, caplog, tmp_path, bags):
+    """`defm-ros export --camera-size 480x640` then `extract --backend onnxruntime --weights FILE` at
+    extract's default batch (8): the export has a dynamic batch. A topic of another size fails clearly."""
+    from defm_ros import cli as cli_pkg
+
+    paths, _ = bags
+    onnx = tmp_path / "r18_480x640.onnx"
+    assert cli_pkg.main(["export", "-m", "defm_resnet18", "--weights", "random", "--size", "64",
+                         "--camera-size", "480x640", "-o", str(onnx), "--no-check"]) == 0
+    capsys.readouterr()
+    common = ["--out", tmp_path / "o", "--backend", "onnxruntime", "--weights", onnx, "--no-progress"]
+    assert cli(paths["mcap"], *common, "--topic", "/cam/depth") == 0
+    assert "complete" in capsys.readouterr().out
+    assert cli(paths["mcap"], *common, "--topic", "/zed/depth", "--overwrite") == 1  # 320x240 frames
+    assert "exported for 480x640 input, got 240x320; export it for this camera size" in caplog.text
+    assert "Traceback" not in caplog.text + capsys.readouterr().err

@@ -159,8 +159,8 @@ class OnnxBackend(Backend):
     def _check_batch(self, b: int) -> None:
         fixed = self.meta["batch"]
         if fixed is not None and b != fixed:
-            raise ValueError(f"{self.path.name} was exported for batch {fixed}, got {b}; export it with "
-                             "--dynamic-batch")
+            raise ValueError(f"{self.path.name} was exported for batch {fixed}, got {b}; export it without "
+                             "--batch for any batch")
 
     def _net_outputs(self, b: int) -> dict[str, tuple[int, ...]]:
         return {OUTPUT_NAMES[0]: (b, self._channels[0]), OUTPUT_NAMES[1]: (b, self._channels[1], *self._grid)}

@@ -133,7 +133,7 @@ def export_onnx(
     path: str | os.PathLike,
     *,
     camera_size: tuple[int, int] | None = None,
-    batch: int | None = 1,
+    batch: int | None = None,
     precision: str = DEFAULT_PRECISION,
     check: bool = True,
 ) -> dict[str, Any]:

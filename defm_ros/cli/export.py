@@ -21,9 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="put the normalization in the graph for raw depth of this size, e.g. 480x640")
     p.add_argument("--depth-mode", default=DEFAULT_DEPTH_MODE, choices=list(DEPTH_MODES),
                    help="normalization put in the graph (with --camera-size)")
-    batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size (default 1)")
-    batch.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="fix the batch size (TensorRT builds one engine per shape); default: any batch")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="output .onnx (default <model>_<HxW>[_cam<HxW>]_<precision>.onnx here)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs torch comparison")
@@ -45,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     enc = Encoder(args.model, weights=args.weights, input_size=args.size, dense_level=args.dense_level,
                   depth_mode=args.depth_mode, lazy=True)  # exports from the CPU weights; no backend needed
     try:
-        side = enc.export_onnx(out, camera_size=args.camera_size, batch=None if args.dynamic_batch else args.batch,
+        side = enc.export_onnx(out, camera_size=args.camera_size, batch=args.batch,
                                precision=args.precision, check=not args.no_check)
     except ExportError as exc:
         raise CliError(str(exc)) from exc
