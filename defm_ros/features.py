@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import sys
+import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -98,10 +100,21 @@ def from_msg(msg: Any, layout: str = "chw", as_torch: bool = False) -> Any:
     else:
         raise ValueError(f"layout must be 'chw' or 'hwc', got {layout!r}")
     if as_torch:
-        import torch
-
+        torch = _torch()
         return torch.from_numpy(out) if out.flags.writeable else torch.from_numpy(out.copy())
     return out
+
+
+def _torch() -> Any:
+    """torch, imported here only if the caller has not (seconds, in what is often a policy's first callback)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    t0 = time.perf_counter()
+    import torch
+
+    warnings.warn(f"from_msg(as_torch=True) imported torch ({time.perf_counter() - t0:.1f} s in this call); "
+                  "import torch at start-up so that no callback pays for it", RuntimeWarning, stacklevel=3)
+    return torch
 
 
 def feature_msgs(header: Any, cls: Any, dense: Any, dtype: np.dtype | str = np.float32,

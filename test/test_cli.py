@@ -22,7 +22,14 @@ def test_every_verb_has_help(verb, capsys):
 
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "defm_ros.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and all(v in out.stdout for v in VERBS)
+    assert out.returncode == 0 and all(v in out.stdout for v in VERBS) and "exit codes" in out.stdout
+
+
+def test_help_does_not_import_torch():
+    """--help answers at once: torch (2.4 s) is imported only by a verb that runs a model."""
+    code = "import sys\nfrom defm_ros.cli import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 @pytest.mark.parametrize(("argv", "says"), [

@@ -58,3 +58,22 @@ def test_half_precision_and_padding_and_big_endian():
 def test_malformed_feature_messages(msg, match):
     with pytest.raises(FeatureDecodeError, match=match):
         from_msg(msg)
+
+
+def test_as_torch_says_when_it_had_to_import_torch():
+    """A policy's first callback must not pay torch's import silently: from_msg warns when it did."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, numpy as np\n"
+            "from defm_ros.features import from_msg, to_msg\n"
+            "msg = to_msg(np.zeros((4, 2, 3), np.float32))\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    from_msg(msg, as_torch=True)\n"
+            "    from_msg(msg, as_torch=True)\n"
+            "print(len(w), w[0].message if w else '')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    count, text = out.stdout.split(" ", 1)
+    assert count == "1" and "imported torch" in text and "import torch at start-up" in text
