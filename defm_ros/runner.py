@@ -96,8 +96,17 @@ class RosLogHandler(logging.Handler):
         self.ros = logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        level = {logging.DEBUG: self.ros.debug, logging.INFO: self.ros.info, logging.WARNING: self.ros.warn}
-        level.get(record.levelno, self.ros.error)(record.getMessage())
+        # One call site per severity: rclpy keys each call site by its line and raises "Logger severity
+        # cannot be changed between calls" when one line logs at two severities.
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.ros.error(msg)
+        elif record.levelno >= logging.WARNING:
+            self.ros.warn(msg)
+        elif record.levelno >= logging.INFO:
+            self.ros.info(msg)
+        else:
+            self.ros.debug(msg)
 
 
 def forward_logs(ros_logger: Any, name: str = "defm_ros") -> None:

@@ -568,3 +568,28 @@ def test_cli_the_readmes_export_then_extract_with_its_defaults(cli, capsys, capl
     assert cli(paths["mcap"], *common, "--topic", "/zed/depth", "--overwrite") == 1  # 320x240 frames
     assert "exported for 480x640 input, got 240x320; export it for this camera size" in caplog.text
     assert "Traceback" not in caplog.text + capsys.readouterr().err
+
+
+def test_a_one_frame_bag_reports_no_real_time_factor_and_locks_stay_out_of_sight(tmp_path, depth_pngs, encoder,
+                                                                                  monkeypatch):
+    import sys
+
+    monkeypatch.setitem(vars(sys.modules[__name__]), "N", 1)  # one frame per topic, within nanoseconds
+    bag = tmp_path / "one.mcap"
+    write_bag(bag, "mcap", depth_pngs[:1])
+    result = extract_bag(bag, tmp_path / "o", encoder=encoder, topics=["/cam/depth"], progress=False)
+    assert result.complete and result.frames_written == 1
+    assert "real time unknown: the recording spans no time" in result.summary() and "0.0x" not in result.summary()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".locks", "one_features"]
+
+
+def test_an_empty_dataset_has_the_shapes_of_its_frames(tmp_path, encoder):
+    from defm_ros.extract.sinks import FeatureDataset
+
+    ds = FeatureDataset(tmp_path / "d", encoder.info, {}, "none.mcap", "float16")
+    ds.open(resume=False)
+    ds.commit(complete=True)
+    data = load_dataset(tmp_path / "d")
+    c, (h, w) = encoder.info["dense_channels"], encoder.info["dense_size"]
+    assert data["dense"].shape == (0, c, h, w) and data["dense"].dtype == np.float16
+    assert data["cls"].shape == (0, encoder.info["cls_channels"]) and data["stamp_ns"].dtype == np.int64

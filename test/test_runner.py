@@ -6,6 +6,8 @@ import io
 import logging
 import threading
 
+import pytest
+
 from defm_ros.runner import Parts, forward_logs, run
 
 
@@ -142,3 +144,17 @@ def test_a_stuck_executor_does_not_hang_the_exit():
     fake.stop_executor = lambda: None  # the executor never stops: run() still returns after join_s
     assert run(fake.parts, ok=lambda: True, err=io.StringIO(), join_s=0.2) == 0
     fake.executor_down.set()
+
+
+def test_core_logs_of_every_severity_reach_a_real_rclpy_logger(capfd):
+    """rclpy raises when one call site logs at two severities: a warning then an info must both pass."""
+    rclpy_logging = pytest.importorskip("rclpy.logging", reason="rclpy is not installed")
+
+    forward_logs(rclpy_logging.get_logger("defm_ros_test"), name="defm_ros.test_runner_real")
+    log = logging.getLogger("defm_ros.test_runner_real")
+    log.warning("cuda unavailable: cpu")
+    log.info("exported")
+    log.error("broken")
+    log.warning("again")
+    err = capfd.readouterr().err
+    assert all(m in err for m in ("cuda unavailable: cpu", "exported", "broken", "again")), err

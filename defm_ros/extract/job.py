@@ -56,8 +56,8 @@ class ExtractResult:
     @property
     def realtime_factor(self) -> float:
         """Recorded time covered by this run's frames / processing time (> 1: faster than real time)."""
-        if self.elapsed_s <= 0 or self.frames_total <= 0 or self.bag_duration_s <= 0:
-            return 0.0
+        if self.elapsed_s <= 0 or self.frames_total <= 0 or self.bag_duration_s < 1e-3:
+            return 0.0  # unknown (a bag of one frame per topic spans no time): summary says so
         covered = self.bag_duration_s * (self.frames_written + sum(self.rejected.values())) / self.frames_total
         return covered / self.elapsed_s
 
@@ -67,7 +67,8 @@ class ExtractResult:
         lines = [f"{self.bag}: {state}; wrote {self.frames_written} frames"
                  + (f" ({self.frames_present} already present)" if self.frames_present else "")
                  + f" of {self.frames_total} in {self.elapsed_s:.1f} s ({self.frames_per_s:.1f} frames/s, "
-                 f"{self.realtime_factor:.1f}x real time over {self.bag_duration_s:.1f} s of recording)"]
+                 + (f"{self.realtime_factor:.1f}x real time over {self.bag_duration_s:.1f} s of recording)"
+                    if self.realtime_factor else "real time unknown: the recording spans no time)")]
         for reason, n in sorted(self.rejected.items()):
             lines.append(f"  skipped {n} malformed message(s): {reason} (first: {self.examples.get(reason, '')})")
         if self.failed:
@@ -129,9 +130,13 @@ def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: A
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """One writer per output: a second job on the same bag (a retried task) fails fast."""
+    """One writer per output: a second job on the same bag (a retried task) fails fast.
+
+    The lock files stay, in OUT/.locks/: deleting one is unsafe while another process may be waiting on
+    it (two writers could then each hold a lock on a different file of the same name)."""
     from filelock import FileLock, Timeout
 
+    path.parent.mkdir(exist_ok=True)
     lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
@@ -211,7 +216,7 @@ def extract_bag(
     if refiner is not None and modality != "depth":
         raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
     paired = refiner is not None or modality == "rgbd"
-    with _lock(out / f".{name}.lock"), BagSource(bag) as source:
+    with _lock(out / ".locks" / f"{name}.lock"), BagSource(bag) as source:
         result.notes += source.notes
         result.source_truncated = source.salvaged
         chosen = None if topics is None else [t for t in source.topics if t.name in topics]

@@ -393,7 +393,11 @@ def load_dataset(path: str | Path) -> dict[str, Any]:
         out: dict[str, Any] = {k: np.concatenate([c[k] for c in chunks]) for k in names}
         order = np.argsort(out["log_time_ns"], kind="stable")
         out = {k: v[order] for k, v in out.items()}
-    else:
-        out = {k: np.zeros((0,)) for k in names}
+    else:  # no frame yet: empty arrays of the shapes and dtypes that frames would have
+        info, dtype = meta["info"], np.dtype(meta["dtype"])
+        out = {"stamp_ns": np.zeros(0, np.int64), "log_time_ns": np.zeros(0, np.int64),
+               "topic": np.zeros(0, np.int16), "frame_id": np.zeros(0, str),
+               "cls": np.zeros((0, info["cls_channels"]), dtype),
+               "dense": np.zeros((0, info["dense_channels"], *info["dense_size"]), dtype)}
     out.update(topics=meta["topics"], info=meta["info"], complete=meta["complete"], meta=meta)
     return out
