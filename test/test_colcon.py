@@ -16,7 +16,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "defm_regnet_y_400mf"
-SKIP = shutil.ignore_patterns(".git", ".venv", "build", "install", "log", "demo_out", "__pycache__", "*.egg-info",
+SKIP = shutil.ignore_patterns(".git", ".venv*", "build", "install", "log", "demo_out", "__pycache__", "*.egg-info",
                               ".pytest_cache", ".ruff_cache", ".hypothesis")
 
 

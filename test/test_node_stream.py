@@ -69,7 +69,8 @@ def test_a_camera_that_starts_after_the_node_loses_no_first_frame(probe, qos, en
     """The camera publishes its first 614 KB frame the moment it matches the node: the node already
     holds a subscription of the camera's reliability, and settling on it later drops nothing. (Best
     effort promises no frame, so there only the match and the settling are checked.)"""
-    stamps, diag, log = _run_stream(probe, f"/t_first_{qos}/depth", ["--rate", "5", "--qos", qos], env, count=15)
+    stamps, diag, log = _run_stream(probe, f"/t_first_{qos}/depth", ["--rate", "5", "--qos", qos, "--settle", "0"],
+                                    env, count=15)
     if qos == "reliable":
         assert stamps == set(range(1000, 1015)), (sorted(stamps), log)
         assert int(diag["received_frames"]) == 15, diag

@@ -257,3 +257,24 @@ def test_the_colour_graph_resizes_exactly_as_pil(tmp_path, shared_data):
     rgb = sample_color(CAMERA, 2)[0]
     got = _session(preprocess_graph(prep, CAMERA)).run(None, {"image": rgb})[0]
     assert np.array_equal(got, prep(torch.from_numpy(rgb)).numpy())
+
+
+def test_layer_norms_are_exported_centred_so_every_onnxruntime_is_exact():
+    """ONNX Runtime 1.23 (Python 3.10's newest) computes LayerNorm's variance as E[x^2] - E[x]^2 and was
+    4e-3 off on LingBot's first block, and NaN where the mean is large against the spread."""
+    import onnxruntime as ort
+    from torch import nn
+
+    from defm_ros.backends.graph import _centered_layer_norms, to_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 64)).eval()
+    x = 2.0 + 0.03 * torch.randn(2, 16, 64)  # LingBot's first tokens: uncentred, onnxruntime 1.23 is 1e-3 off
+    with _centered_layer_norms(net):
+        model = to_onnx(net, x, "x", ["y"], dynamic_batch=True)
+    assert "forward" not in vars(net[0])  # the module is itself again
+    ops = [n.op_type for n in model.graph.node]
+    assert "LayerNormalization" in ops and ops.index("ReduceMean") < ops.index("LayerNormalization")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x.numpy()})
+    assert np.abs(y - net(x).detach().numpy()).max() < 1e-4

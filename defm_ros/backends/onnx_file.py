@@ -80,8 +80,15 @@ def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = D
         err, tol = float(np.abs(r - g).max()), tolerance(precision, float(np.abs(r).max()))
         report[f"max_abs_err_{name}"], report[f"tolerance_{name}"] = err, tol
         if not err <= tol:
-            raise ExportError(f"onnx output {name} differs from torch by {err:.3g} (> {tol:.3g}, {precision})")
+            raise ExportError(f"onnx output {name} differs from torch by {err:.3g} (> {tol:.3g}, {precision}; "
+                              f"outputs up to {float(np.abs(r).max()):.3g}, onnxruntime {ort_version()})")
     return report
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
