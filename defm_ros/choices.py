@@ -22,6 +22,8 @@ DEPTH_MODES = ("metric", "relative")
 DEFAULT_DEPTH_MODE = "metric"
 OUTPUT_DTYPES = ("float32", "float16")  # feature message precision: 32FC<C> or 16FC<C>
 DEFAULT_DTYPE = "float32"
+BAG_COMPRESSIONS = ("none", "zstd")  # feature bags: mcap chunk compression (ros2 bag and Foxglove read both)
+DEFAULT_COMPRESSION = "none"
 TRANSPORTS = ("raw", "compressedDepth", "compressed")  # image_transport: compressedDepth for depth, compressed
 # (JPEG/PNG) for colour
 RELIABILITIES = ("auto", "reliable", "best_effort")

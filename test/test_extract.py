@@ -593,3 +593,26 @@ def test_an_empty_dataset_has_the_shapes_of_its_frames(tmp_path, encoder):
     c, (h, w) = encoder.info["dense_channels"], encoder.info["dense_size"]
     assert data["dense"].shape == (0, c, h, w) and data["dense"].dtype == np.float16
     assert data["cls"].shape == (0, encoder.info["cls_channels"]) and data["stamp_ns"].dtype == np.int64
+
+
+def test_zstd_feature_bags_hold_the_same_messages_in_compressed_chunks(tmp_path, bags, encoder):
+    from mcap.reader import make_reader
+
+    paths, _ = bags
+    plain = extract_bag(paths["mcap"], tmp_path / "plain", encoder=encoder, progress=False)
+    packed = extract_bag(paths["mcap"], tmp_path / "zstd", encoder=encoder, progress=False, compression="zstd")
+    assert plain.complete and packed.complete
+    files = {kind: next(Path(r.outputs["bag"]).glob("*.mcap")) for kind, r in (("plain", plain), ("zstd", packed))}
+    for kind, want in (("plain", {""}), ("zstd", {"zstd"})):
+        with open(files[kind], "rb") as f:
+            assert {c.compression for c in make_reader(f).get_summary().chunk_indexes} == want
+    assert files["zstd"].stat().st_size < 0.9 * files["plain"].stat().st_size
+    a, b = read_features(Path(plain.outputs["bag"])), read_features(Path(packed.outputs["bag"]))
+    assert a.keys() == b.keys()
+    for topic in a:
+        assert len(a[topic]) == len(b[topic])
+        for (ta, ma), (tb, mb) in zip(a[topic], b[topic], strict=True):
+            same = ma.data == mb.data if topic.endswith("/info") else np.array_equal(from_msg(ma), from_msg(mb))
+            assert ta == tb and same, topic
+    with pytest.raises(ValueError, match="compression must be one of"):
+        extract_bag(paths["mcap"], tmp_path / "bad", encoder=encoder, progress=False, compression="lz5")

@@ -16,7 +16,15 @@ import sys
 import threading
 from pathlib import Path
 
-from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DTYPE, OUTPUT_DTYPES, REFINE
+from ..choices import (
+    BACKENDS,
+    BAG_COMPRESSIONS,
+    DEFAULT_BACKEND,
+    DEFAULT_COMPRESSION,
+    DEFAULT_DTYPE,
+    OUTPUT_DTYPES,
+    REFINE,
+)
 from .common import CliError, add_device_option, add_model_options, positive_int
 
 log = logging.getLogger("defm_ros")
@@ -35,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per unit of 16UC1/mono16 depth (default 0.001: millimetres)")
+    p.add_argument("--compression", choices=list(BAG_COMPRESSIONS), default=DEFAULT_COMPRESSION,
+                   help="feature bag mcap chunk compression (zstd: smaller files, slower writes)")
     p.add_argument("--resume", action="store_true", help="continue existing outputs, skipping frames they hold")
     p.add_argument("--overwrite", action="store_true", help="delete existing outputs first")
     p.add_argument("--limit", type=int, default=0, help="stop each bag after N new frames (0: all)")
@@ -110,7 +120,7 @@ def _extract_all(args: argparse.Namespace) -> int:
             result = extract_bag(bag, args.out, encoder=encoder, topics=args.topics, write_bag=not args.no_bag,
                                  dataset=args.dataset, batch=args.batch, dtype=args.dtype,
                                  depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
-                                 limit=args.limit, segment_frames=args.segment_frames,
+                                 limit=args.limit, segment_frames=args.segment_frames, compression=args.compression,
                                  progress=not args.no_progress, refiner=refiner)
         except ExtractInterrupted as exc:
             print(exc.result.summary())

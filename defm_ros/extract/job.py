@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
+from ..choices import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
 from ..inputs import INPUTS, StampPairer, camera_topic
 from ..models import get_spec
 from ..rgbd_preprocess import pack
@@ -179,6 +179,7 @@ def extract_bag(
     overwrite: bool = False,
     limit: int = 0,
     segment_frames: int = 1000,
+    compression: str = DEFAULT_COMPRESSION,
     chunk_frames: int = 256,
     progress: bool = True,
     on_batch: Callable[[ExtractResult], None] | None = None,
@@ -195,6 +196,8 @@ def extract_bag(
     `resume`: keep what the outputs already hold and add only the missing frames.
     `limit`: stop after this many newly written frames (partial output; resume continues).
     `on_batch`: called after each batch is written (progress hooks; may raise KeyboardInterrupt).
+    `compression`: the feature bag's mcap chunks, "none" or "zstd" (smaller, costs write time; see
+    bench/bench_feature_bag.py).
     `refiner`: a Refiner (LingBot-Depth): each depth topic is paired with its camera's colour topic by
     stamp, refined, and the features are the depth model's on the refined depth; the refined depth and
     mask are written too (<topic>/depth_refined, _mask; dataset fields depth_refined, depth_refined_mask).
@@ -249,7 +252,7 @@ def extract_bag(
         fp = fingerprint(info, dtype, depth_scale, refiner)
         sinks: list[FeatureBag | FeatureDataset] = []
         if write_bag:
-            sinks.append(FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames))
+            sinks.append(FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames, compression))
         if dataset:
             sinks.append(FeatureDataset(out / f"{name}_dataset", info, fp, str(bag), dtype, chunk_frames))
         if overwrite:

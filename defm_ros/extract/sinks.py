@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import DEFAULT_DTYPE
+from ..choices import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check_choice
 from ..features import encoding_for, to_hwc_bytes
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame
@@ -105,12 +105,14 @@ class FeatureBag:
     """The §5 feature topics per input topic, at the input's log times, in a rosbag2 mcap folder."""
 
     def __init__(self, path: Path, info: dict[str, Any], fingerprint: dict[str, Any], source: str,
-                 dtype: str = DEFAULT_DTYPE, segment_frames: int = 1000) -> None:
+                 dtype: str = DEFAULT_DTYPE, segment_frames: int = 1000,
+                 compression: str = DEFAULT_COMPRESSION) -> None:
         from rosbags.typesys import Stores, get_typestore
 
         self.path, self.info, self.fingerprint, self.source = Path(path), info, fingerprint, source
         self.dtype = np.dtype(dtype)
         self.segment_frames = segment_frames
+        self.compression = check_choice("compression", compression, BAG_COMPRESSIONS)
         self.ts = get_typestore(Stores.ROS2_JAZZY)
         self.notes: list[str] = []
         self.written = 0  # frames written by this run
@@ -192,6 +194,10 @@ class FeatureBag:
         seg = self.path / ".partial" / self._segment_name()
         seg.parent.mkdir(exist_ok=True)
         self._writer = Writer(seg, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        if self.compression == "zstd":  # "storage" compression: mcap's own zstd chunks
+            from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._conns, self._seg_frames = {}, 0
 
