@@ -54,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     add_device_option(p)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS))
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run one task per bag on a Ray cluster: auto (the running cluster, else a local one) or "
+                        "its address; encoders live in one actor per GPU, else CPU actors (pip install "
+                        "'defm_ros[ray]')")
+    p.add_argument("--ray-threads", type=positive_int, default=1, help="torch threads per CPU actor (default 1)")
     p.add_argument("--refine", default="none", choices=list(REFINE),
                    help="refine each depth topic from its camera's colour topic (paired by stamp) before a DeFM "
                         "model; writes the refined depth too")
@@ -67,7 +72,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..extract import output_name
+    from ..extract import output_dirs, output_name
 
     if args.resume and args.overwrite:
         raise CliError("--resume and --overwrite exclude each other")
@@ -77,16 +82,19 @@ def main(args: argparse.Namespace) -> int:
         raise CliError("--limit must be >= 0")
     from ..extract.source import BagReadError, check_bag_path
 
-    names: dict[str, Path] = {}
-    for bag in args.bags:
+    names: dict[Path, Path] = {}
+    args.outs = output_dirs(args.bags, args.out)  # robot1/run.mcap and robot2/run.mcap do not collide
+    for bag, out in zip(args.bags, args.outs, strict=True):
         try:
             check_bag_path(bag)  # before the model loads: a wrong path fails at once
         except BagReadError as exc:
             raise CliError(str(exc)) from None
-        other = names.setdefault(output_name(bag), bag)
+        other = names.setdefault(out / output_name(bag), bag)
         if other != bag:
-            raise CliError(f"{other} and {bag} would write the same outputs ({output_name(bag)}_*); "
+            raise CliError(f"{other} and {bag} would write the same outputs ({out / output_name(bag)}_*); "
                            f"extract them into different --out folders")
+    if args.ray is not None:
+        return _extract_on_ray(args)
     in_main = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None  # stop = Ctrl-C
     try:
@@ -96,11 +104,38 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old_handler)
 
 
+def _job_options(args: argparse.Namespace) -> dict:
+    """extract_bag's options from the command line (the encoder's are separate)."""
+    return dict(topics=args.topics, write_bag=not args.no_bag, dataset=args.dataset, batch=args.batch,
+                dtype=args.dtype, depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
+                limit=args.limit, segment_frames=args.segment_frames, compression=args.compression)
+
+
+def _encoder_options(args: argparse.Namespace) -> dict:
+    return dict(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
+                input_size=args.size, precision=args.precision, dense_level=args.dense_level)
+
+
+def _extract_on_ray(args: argparse.Namespace) -> int:
+    """--ray: one task per bag on the cluster's encoder actors (extract/fleet.py)."""
+    try:
+        import ray  # noqa: F401 - the optional extra
+    except ImportError as exc:
+        raise CliError(f"--ray needs Ray: pip install 'defm_ros[ray]' ({exc})") from None
+    from ..extract.fleet import extract_fleet, report
+
+    if args.refine != "none":
+        raise CliError("--refine runs in a single process for now; drop --ray")
+    results = extract_fleet(args.bags, args.out, address=args.ray, encoder_options=_encoder_options(args),
+                            threads=args.ray_threads, progress=not args.no_progress, **_job_options(args))
+    print(report(args.bags, results))
+    return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) else 1
+
+
 def _extract_all(args: argparse.Namespace) -> int:
     from ..extract import BagReadError, ExtractInterrupted, OutputMismatchError, build_encoder, extract_bag
 
-    encoder = build_encoder(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
-                            input_size=args.size, precision=args.precision, dense_level=args.dense_level)
+    encoder = build_encoder(**_encoder_options(args))
     refiner = None
     if args.refine != "none":
         from ..refiner import Refiner
@@ -115,13 +150,10 @@ def _extract_all(args: argparse.Namespace) -> int:
     if info["random_weights"]:
         print("RANDOM WEIGHTS: the features are meaningless (smoke runs only)")
     failed, results = 0, []
-    for bag in args.bags:
+    for bag, out in zip(args.bags, args.outs, strict=True):
         try:
-            result = extract_bag(bag, args.out, encoder=encoder, topics=args.topics, write_bag=not args.no_bag,
-                                 dataset=args.dataset, batch=args.batch, dtype=args.dtype,
-                                 depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
-                                 limit=args.limit, segment_frames=args.segment_frames, compression=args.compression,
-                                 progress=not args.no_progress, refiner=refiner)
+            result = extract_bag(bag, out, encoder=encoder, progress=not args.no_progress, refiner=refiner,
+                                 **_job_options(args))
         except ExtractInterrupted as exc:
             print(exc.result.summary())
             print("interrupted: outputs closed and flagged partial; rerun with --resume to continue",

@@ -5,12 +5,12 @@ feature bag. `extract_bag(path, out, **options)` processes one recording and is 
 to hand to a distributed engine (Ray Data, Dask) for fleets of bags; see the README.
 """
 
-from .job import ExtractInterrupted, ExtractResult, build_encoder, extract_bag, output_name
+from .job import ExtractInterrupted, ExtractResult, build_encoder, extract_bag, output_dirs, output_name
 from .sinks import FeatureBag, FeatureDataset, OutputMismatchError, iter_chunks, load_dataset
 from .source import BagReadError, BagSource, find_topics
 
 __all__ = [
     "BagReadError", "BagSource", "ExtractInterrupted", "ExtractResult", "FeatureBag", "FeatureDataset",
     "OutputMismatchError", "build_encoder", "extract_bag", "find_topics", "iter_chunks",
-    "load_dataset", "output_name",
+    "load_dataset", "output_dirs", "output_name",
 ]

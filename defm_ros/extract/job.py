@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,14 @@ def output_name(bag: str | Path) -> str:
     """recording.bag / recording.mcap / recording/ -> 'recording' (outputs: recording_features/ ...)."""
     p = Path(bag)
     return p.stem if p.suffix in (".bag", ".mcap", ".db3") else p.name
+
+
+def output_dirs(bags: Sequence[str | Path], out: Path) -> list[Path]:
+    """Where each bag's outputs go: below `out`, its folder's path relative to the bags' common folder,
+    so that robot1/run.mcap and robot2/run.mcap do not collide (bags of one folder go to `out` itself)."""
+    parents = [Path(b).resolve().parent for b in bags]
+    root = Path(os.path.commonpath(parents)) if parents else Path()
+    return [Path(out) / p.relative_to(root) for p in parents]
 
 
 def build_encoder(**options: Any) -> Any:

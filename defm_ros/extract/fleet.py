@@ -1,0 +1,150 @@
+"""Fleets of bags on Ray (SPEC §7): one task per bag, encoders held in long-lived actors.
+
+Bags are the unit of work, and extract_bag's resume makes a retry safe: a task whose actor died
+(preempted node, killed process) runs again on a fresh actor with resume=True and adds only the
+frames still missing. A bag that cannot be read fails alone. Ray is an optional extra
+(`pip install defm_ros[ray]`); nothing else in the package imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .job import ExtractResult, output_dirs
+
+
+class _Progress:
+    """Frames written across the cluster, counted by the actors as they write (a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def add(self, n: int) -> None:
+        self.frames += n
+
+    def total(self) -> int:
+        return self.frames
+
+
+class _Worker:
+    """One encoder on one GPU (or `threads` CPU threads), for many bags (a Ray actor)."""
+
+    def __init__(self, encoder_options: dict[str, Any], threads: int) -> None:
+        import torch
+
+        from .job import build_encoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.encoder = build_encoder(**encoder_options)
+
+    def extract(self, bag: str, out: str, options: dict[str, Any], progress: Any,
+                on_batch: Callable[[ExtractResult], None] | None) -> ExtractResult:
+        from .job import extract_bag
+
+        written = 0
+
+        def report(result: ExtractResult) -> None:
+            nonlocal written
+            progress.add.remote(result.frames_written - written)
+            written = result.frames_written
+            if on_batch is not None:
+                on_batch(result)
+
+        return extract_bag(bag, out, encoder=self.encoder, progress=False, on_batch=report, **options)
+
+
+def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, address: str | None = "auto",
+                  encoder_options: dict[str, Any] | None = None, threads: int = 1, retries: int = 2,
+                  progress: bool = True, on_batch: Callable[[ExtractResult], None] | None = None,
+                  **options: Any) -> list[ExtractResult | Exception]:
+    """Extract every bag on a Ray cluster; returns, per bag in order, its ExtractResult or the error
+    that ended it (a BagReadError for a bag that cannot be read).
+
+    `address`: "auto" (the running cluster, else a local one), "ray://host:port" or "host:port", or
+    None when `ray.init` was already called. Actors: one per GPU (num_gpus=1) where the cluster has
+    GPUs, else CPU actors of `threads` torch threads each, as many as the CPUs allow. Outputs mirror
+    the bags' folders below their common root (output_dirs), so same-named bags of different robots
+    do not collide. `options` go to extract_bag (batch, dataset, dtype, compression, resume, ...);
+    a retried bag always resumes. `on_batch` runs in the actor after each written batch.
+    """
+    import ray
+    from tqdm import tqdm
+
+    if address is not None and not ray.is_initialized():
+        ray.init(address=None if address == "auto" and not _cluster_running() else address,
+                 ignore_reinit_error=True, log_to_driver=False)
+    paths = [Path(b).resolve() for b in bags]
+    outs = output_dirs(paths, Path(out))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(threads, 1)}
+    count = min(len(paths), gpus or max(1, cpus // max(threads, 1)))
+    opts = dict(encoder_options or {})
+    if gpus:
+        opts.setdefault("device", "cuda")
+    worker = ray.remote(**resources)(_Worker)
+    counter = ray.remote(num_cpus=0)(_Progress).remote()
+    idle = [worker.remote(opts, threads) for _ in range(count)]
+    results: list[ExtractResult | Exception | None] = [None] * len(paths)
+    attempts = [0] * len(paths)
+    queue = list(range(len(paths)))
+    running: dict[Any, tuple[int, Any]] = {}
+    bags_bar = tqdm(total=len(paths), unit="bag", desc="bags", disable=not progress, position=0)
+    frames_bar = tqdm(unit="frame", desc="frames", disable=not progress, position=1)
+    try:
+        while queue or running:
+            while queue and idle:
+                i, actor = queue.pop(0), idle.pop()
+                resume = options.get("resume", False) or attempts[i] > 0
+                task = actor.extract.remote(str(paths[i]), str(outs[i]), {**options, "resume": resume}, counter,
+                                            on_batch)
+                running[task] = (i, actor)
+                attempts[i] += 1
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
+            for task in done:
+                i, actor = running.pop(task)
+                try:
+                    results[i] = ray.get(task)
+                    idle.append(actor)
+                except ray.exceptions.RayActorError as exc:  # the actor died: retry on a fresh one
+                    idle.append(worker.remote(opts, threads))
+                    if attempts[i] <= retries:
+                        queue.insert(0, i)
+                        continue
+                    results[i] = exc
+                except ray.exceptions.RayTaskError as exc:  # the bag's own error (unreadable, ...)
+                    idle.append(actor)
+                    results[i] = exc.cause if isinstance(exc.cause, Exception) else exc
+                bags_bar.update(1)
+    finally:
+        frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
+        bags_bar.close()
+        frames_bar.close()
+        for task in running:
+            ray.cancel(task, force=True)
+    return results  # type: ignore[return-value] - every bag has ended
+
+
+def _cluster_running() -> bool:
+    """Whether "auto" finds a cluster (RAY_ADDRESS, or one started with `ray start` on this machine)."""
+    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
+
+
+def report(bags: Sequence[str | os.PathLike], results: Sequence[ExtractResult | Exception]) -> str:
+    """One line per bag: frames written, skipped by reason, complete or not, real-time factor."""
+    lines = []
+    for bag, r in zip(bags, results, strict=True):
+        if isinstance(r, Exception):
+            lines.append(f"{bag}: FAILED: {r}")
+            continue
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(r.rejected.items())) or "none"
+        rtf = f"{r.realtime_factor:.1f}x real time" if r.realtime_factor else "real time unknown"
+        lines.append(f"{bag}: {'complete' if r.complete else 'PARTIAL'}; {r.frames_written} frames written "
+                     f"({r.frames_present} already present), skipped: {skipped}; {rtf}")
+    return "\n".join(lines)
+
