@@ -1,0 +1,123 @@
+"""Live = replayed = extracted: a bag played into defm_node (use_sim_time, /clock, the recorded pace)
+gives, for every frame the node processed, the stamp and the features that `extract` writes for
+that bag, bit for bit at batch 1; the node's diagnostics account for every frame it did not process.
+(Several cameras batched by the node against extract: not here yet, see the issue.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from .rosgraph import FIXTURES, ROOT, ros_env, start_node, stop
+from .test_extract import N, read_features, write_bag
+
+pytestmark = pytest.mark.ros
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from defm_ros.features import from_msg  # noqa: E402
+
+SIZE = [224, 224]
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory, shared_data):
+    """The extraction tests' recording: /cam/depth (16UC1 640x480), /cam2 (compressedDepth), /zed (32FC1
+    320x240, NaN holes), N frames each at 30 Hz, one wrong-size depth image and one undecodable message."""
+    from defm_ros.sample_data import load_depth_png
+
+    pngs = [load_depth_png(f).raw.astype(np.uint16) for f in sorted((shared_data / "rgbd_examples")
+                                                                       .glob("*/raw_depth.png"))]
+    path = tmp_path_factory.mktemp("replay") / "run.mcap"
+    write_bag(path, "mcap", pngs)
+    return path
+
+
+def _checkpoint(model: str, path):
+    from defm_ros.models import build_model
+
+    torch.manual_seed(0)
+    torch.save(build_model(model).state_dict(), path)
+    return path
+
+
+def _play(bag, *topics: str, rate: float) -> subprocess.Popen:
+    cmd = [sys.executable, str(FIXTURES / "bag_player.py"), str(bag), "--rate", str(rate)]
+    for t in topics:
+        cmd += ["--topic", t]
+    return subprocess.Popen(cmd, cwd=ROOT, env=ros_env())
+
+
+def _status(diags, suffix: str) -> dict:
+    for arr in reversed(list(diags)):
+        for s in arr.status:
+            if s.name.endswith(suffix):
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def _extracted(bag, out, model: str, ckpt, topics: list[str], batch: int) -> dict:
+    """{(feature topic, stamp ns): message} that `extract` writes for the bag."""
+    from defm_ros import Encoder
+    from defm_ros.extract import extract_bag
+
+    enc = Encoder(model, weights=ckpt, input_size=tuple(SIZE))
+    result = extract_bag(bag, out, encoder=enc, topics=topics, batch=batch, progress=False)
+    assert result.complete
+    feats = read_features(out / "run_features")
+    return {(topic, m.header.stamp.sec * 10**9 + m.header.stamp.nanosec): m
+            for topic, msgs in feats.items() if not topic.endswith("/info") for _, m in msgs}
+
+
+def _settled(status: dict, sent: int) -> bool:
+    """Every frame received, and each one published or counted as not."""
+    done = ("published_frames", "dropped_frames", "rejected_frames", "failed_frames")
+    return status.get("received_frames") == str(sent) and sum(int(status.get(k, 0)) for k in done) == sent
+
+
+def _accounted(status: dict, sent: int) -> None:
+    """Every frame the player sent was received (counting those DDS overwrote during inference), and
+    each received frame was published, dropped, rejected or failed."""
+    received = int(status["received_frames"])
+    assert received == sent, status
+    assert received == sum(int(status[k]) for k in ("published_frames", "dropped_frames", "rejected_frames",
+                                                    "failed_frames")), status
+
+
+@pytest.mark.parametrize("model", ["defm_resnet18", "defm_vit_s14"])
+def test_replayed_features_are_bitwise_those_extract_writes(probe, bag, tmp_path, model):
+    ckpt = _checkpoint(model, tmp_path / "w.pth")
+    ns = f"/replay_{model}"
+    # torch's default threads on both sides: a thread count changes the kernels' summation order
+    node = start_node({"model": model, "weights": str(ckpt), "input_size": SIZE, "use_sim_time": True},
+                      {"__ns": ns, "~/depth": "/cam/depth"})
+    dense = probe.listen(Image, f"{ns}/defm_node/features/dense")
+    cls = probe.listen(Image, f"{ns}/defm_node/features/cls")
+    diags = probe.listen(DiagnosticArray, "/diagnostics")
+    diags.clear()  # earlier tests' nodes
+    try:
+        assert probe.wait_for(lambda: _status(diags, "/cam/depth"), 60), stop(node)[1]
+        player = _play(bag, "/cam/depth", rate=0.1)  # 3 Hz: the node keeps up with the good frames
+        assert player.wait(120) == 0
+        assert probe.wait_for(lambda: _settled(_status(diags, "/cam/depth"), N + 1), 30), \
+            f'{_status(diags, "/cam/depth")}'  # (what the node counted)
+        time.sleep(1.0)
+    finally:
+        code, log = stop(node)
+    status = _status(diags, "/cam/depth")
+    _accounted(status, N + 1)  # N frames and one of the wrong size
+    assert int(status["rejected_frames"]) == 1 and len(dense) == int(status["published_frames"]) >= N - 1, status
+    want = _extracted(bag, tmp_path / "x", model, ckpt, ["/cam/depth"], batch=1)
+    for kind, msgs in (("dense", dense), ("cls", cls)):
+        for m in msgs:
+            stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+            ref = want[(f"/cam/depth/features/{kind}", stamp)]
+            assert m.encoding == ref.encoding and m.header.frame_id == ref.header.frame_id
+            assert np.array_equal(from_msg(m), from_msg(ref)), (kind, stamp)  # bitwise, batch 1
+    assert code == 0, log
