@@ -62,6 +62,8 @@ def test_info_lists_the_zoo_with_licences(capsys):
     assert len(theia) == 3
     assert all("color" in line and "non-commercial research only" in line for line in theia)
     assert all("Apache-2.0" in line for line in lines if line.startswith("defm_"))
+    refiners = [line for line in lines if line.startswith("lingbot_depth")]
+    assert len(refiners) == 2 and all("robbyant/lingbot-depth" in line for line in refiners)
 
 
 def test_info_json_and_unknown_model(capsys):

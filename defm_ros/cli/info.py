@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import MODELS
+from ..models import MODELS, REFINERS
 from ..models.checkpoints import models_dir
 from .common import CliError, size_type
 
@@ -28,6 +28,10 @@ def main(args: argparse.Namespace) -> int:
             have = "yes" if (folder / s.local_file).is_file() else "-"
             print(f"{s.name:<22} {s.family:<13} {s.modality:<6} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  "
                   f"{s.license.split(' (')[0]:<29} {have}")
+        print(f"\n{'refiner (refine:=lingbot)':<27} {'params':>7}  {'licence':<29} {'Hub repo':<42} checkpoint")
+        for s in REFINERS.values():
+            have = "yes" if (folder / s.local_file).is_file() else "-"
+            print(f"{s.name:<27} {s.params_m:>6.1f}M  {s.license.split(' (')[0]:<29} {s.hub_repo:<42} {have}")
         return 0
     if args.target.endswith(".onnx"):
         from ..backends.onnx_file import read_sidecar
