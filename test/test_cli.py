@@ -156,3 +156,10 @@ def test_bench_has_options_for_every_backend():
     from defm_ros.cli.bench import BACKEND_OPTIONS
 
     assert tuple(BACKEND_OPTIONS) == BACKENDS
+
+
+def test_demo_draws_no_progress_bar_into_a_log(shared_data, tmp_path, capsys):
+    assert main(["demo", str(shared_data / "rgbd_examples" / "0" / "raw_depth.png"), "--out", str(tmp_path),
+                 "--weights", "random", "--model", "defm_regnet_y_400mf", "--size", "64"]) == 0
+    captured = capsys.readouterr()
+    assert "median per frame" in captured.out and "%|" not in captured.err and "\r" not in captured.err

@@ -616,3 +616,11 @@ def test_zstd_feature_bags_hold_the_same_messages_in_compressed_chunks(tmp_path,
             assert ta == tb and same, topic
     with pytest.raises(ValueError, match="compression must be one of"):
         extract_bag(paths["mcap"], tmp_path / "bad", encoder=encoder, progress=False, compression="lz5")
+
+
+def test_cli_draws_no_progress_bar_into_a_log(cli, capsys, tmp_path, bags):
+    """stderr is not a terminal here (a log file, CI): the bar's redraws would interleave with results."""
+    paths, _ = bags
+    assert cli(paths["mcap"], "--out", tmp_path / "o", "--weights", "random", "--size", "64") == 0
+    captured = capsys.readouterr()
+    assert "complete" in captured.out and "%|" not in captured.err + captured.out and "\r" not in captured.err

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, add_device_option, add_model_options, model_size, output_file, size_type
+from .common import CliError, add_device_option, add_model_options, model_size, output_file, progress, size_type
 
 BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per choices.BACKENDS
 
@@ -59,10 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _timed(fn: Callable[[], Any], iters: int, sync: Callable[[], None], label: str) -> np.ndarray:
-    from tqdm import tqdm
-
     ms = np.empty(iters)
-    for i in tqdm(range(iters), desc=label, leave=False, unit="call"):
+    for i in progress(range(iters), desc=label, leave=False, unit="call"):
         t0 = time.perf_counter()
         fn()
         sync()

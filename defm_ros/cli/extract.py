@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="stop each bag after N new frames (0: all)")
     p.add_argument("--segment-frames", type=positive_int, default=1000,
                    help="frames per feature-bag file; a killed run loses at most one (default 1000)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a "
+                   "terminal)")
     add_model_options(p)
     add_device_option(p)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS))
@@ -104,6 +105,11 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old_handler)
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: in a log file their redraws interleave with the result lines."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _job_options(args: argparse.Namespace) -> dict:
     """extract_bag's options from the command line (the encoder's are separate)."""
     return dict(topics=args.topics, write_bag=not args.no_bag, dataset=args.dataset, batch=args.batch,
@@ -127,7 +133,7 @@ def _extract_on_ray(args: argparse.Namespace) -> int:
     if args.refine != "none":
         raise CliError("--refine runs in a single process for now; drop --ray")
     results = extract_fleet(args.bags, args.out, address=args.ray, encoder_options=_encoder_options(args),
-                            threads=args.ray_threads, progress=not args.no_progress, **_job_options(args))
+                            threads=args.ray_threads, progress=_bars(args), **_job_options(args))
     print(report(args.bags, results))
     return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) else 1
 
@@ -152,7 +158,7 @@ def _extract_all(args: argparse.Namespace) -> int:
     failed, results = 0, []
     for bag, out in zip(args.bags, args.outs, strict=True):
         try:
-            result = extract_bag(bag, out, encoder=encoder, progress=not args.no_progress, refiner=refiner,
+            result = extract_bag(bag, out, encoder=encoder, progress=_bars(args), refiner=refiner,
                                  **_job_options(args))
         except ExtractInterrupted as exc:
             print(exc.result.summary())
