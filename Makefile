@@ -1,17 +1,22 @@
 # Two-command set-up: `make demo` runs the main job, `make test` runs the tests. Each first installs
 # whatever is missing into .venv (an existing .venv is reused; only missing packages are installed).
 # `make test PYTHON=python3.10` builds its own .venv-python3.10 beside .venv. `make test` also runs the
-# suite on Python 3.10 (Humble, JetPack 6) when python3.10 is on the machine, as CI's is.
+# suite on Python 3.10 (Humble, JetPack 6) when one runs here (on PATH or in pyenv), as on CI.
 PYTHON ?= python3
 VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
-PY310  ?= python3.10
+# An interpreter of that name that runs: on PATH, else pyenv's (its shims refuse versions not selected).
+runnable = $(firstword $(foreach p,$(1) $(wildcard $(HOME)/.pyenv/versions/$(subst python,,$(notdir $(1)))*/bin/$(notdir $(1))),\
+             $(shell $(p) -c 'print("$(p)")' 2>/dev/null)))
+PYBIN  := $(call runnable,$(PYTHON))
+PY310  := $(call runnable,python3.10)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.defm_ros-deps
 
 .PHONY: venv demo test test-suite lint bench clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYBIN)" || { echo "no working $(PYTHON) found" >&2; exit 1; }
+	$(PYBIN) -m venv $(VENV)
 
 $(STAMP): $(PY) requirements.txt requirements-dev.txt setup.py
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -27,8 +32,8 @@ test: $(STAMP)
 	$(PY) -m ruff check defm_ros test bench launch
 	$(PY) -m pytest -q test
 ifeq ($(PYTHON),python3)
-	@if command -v $(PY310) >/dev/null; then $(MAKE) --no-print-directory test-suite PYTHON=$(PY310); \
-	else echo "NOTE: $(PY310) not found: the Python 3.10 run was not done"; fi
+	@if [ -n "$(PY310)" ]; then $(MAKE) --no-print-directory test-suite PYTHON=python3.10; \
+	else echo "NOTE: no working python3.10 found: the Python 3.10 run was not done"; fi
 endif
 
 test-suite: $(STAMP)  # the tests alone, on $(PYTHON)
