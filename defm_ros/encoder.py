@@ -95,8 +95,10 @@ class Encoder:
         check_choice("precision", precision, ONNX_PRECISIONS if backend == "onnxruntime" else PRECISIONS)
         self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
-        if input_size is None and str(weights).endswith(".onnx") and Path(weights).is_file():
-            input_size = read_sidecar(Path(weights))["input_size"]  # an exported file: the size it was made for
+        onnx = Path(weights) if weights is not None and str(weights).endswith(".onnx") else None
+        side = self._onnx_sidecar(onnx) if onnx is not None else None
+        if input_size is None and side is not None:
+            input_size = side["input_size"]  # an exported file: the size it was made for
         size = check_input_size(input_size) if input_size is not None else spec.default_size
         self.geometry = geom = InputGeometry.for_model(size, spec.align, pad=not spec.is_vit)
         if spec.modality != "depth" and depth_mode != DEFAULT_DEPTH_MODE:
@@ -113,8 +115,8 @@ class Encoder:
             precision=precision, modality=spec.modality, license=spec.license, normalization=self._prep.describe())
         self.net: torch.nn.Module | None = None
         self._onnx: Path | None = None
-        if weights is not None and str(weights).endswith(".onnx"):
-            self._adopt_onnx(Path(weights))
+        if side is not None:
+            self._adopt_onnx(onnx, side)
         else:
             self.net = self._load(weights, dense_level)
         if spec.family == "lingbot" and self.net is not None:  # the architecture came with the checkpoint
@@ -153,13 +155,16 @@ class Encoder:
         base.weights, base.checkpoint_sha256 = str(path), file_sha256(path)
         return net
 
-    def _adopt_onnx(self, path: Path) -> None:
-        """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
+    def _onnx_sidecar(self, path: Path) -> dict[str, Any]:
+        """An exported file's sidecar (what it was made for), once the file can be run at all."""
         if self._backend_name != "onnxruntime":
             raise ValueError(f"{path} is an ONNX file: run it with backend onnxruntime, or pass the .pth checkpoint")
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist")
-        side = read_sidecar(path)
+        return read_sidecar(path)
+
+    def _adopt_onnx(self, path: Path, side: dict[str, Any]) -> None:
+        """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
         check_sidecar(side, self._base, path)
         base = self._base
         base.weights, base.checkpoint_sha256 = side.get("weights", ""), side.get("checkpoint_sha256", "")
