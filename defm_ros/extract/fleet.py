@@ -64,9 +64,10 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     """Extract every bag on a Ray cluster; returns, per bag in order, its ExtractResult or the error
     that ended it (a BagReadError for a bag that cannot be read).
 
-    `address`: "auto" (the running cluster, else a local one), "ray://host:port" or "host:port", or
-    None when `ray.init` was already called. Actors: one per GPU (num_gpus=1) where the cluster has
-    GPUs, else CPU actors of `threads` torch threads each, as many as the CPUs allow. Outputs mirror
+    `address`: "auto" (RAY_ADDRESS or the cluster last started here, else a local one),
+    "ray://host:port" or "host:port", or None when `ray.init` was already called. Actors: one per
+    GPU (num_gpus=1) where the cluster has GPUs, else CPU actors of `threads` torch threads each, as
+    many as the CPUs allow. Outputs mirror
     the bags' folders below their common root (output_dirs), so same-named bags of different robots
     do not collide. `options` go to extract_bag (batch, dataset, dtype, compression, resume, ...);
     a retried bag always resumes. `on_batch` runs in the actor after each written batch.
@@ -74,9 +75,8 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     import ray
     from tqdm import tqdm
 
-    if address is not None and not ray.is_initialized():
-        ray.init(address=None if address == "auto" and not _cluster_running() else address,
-                 ignore_reinit_error=True, log_to_driver=False)
+    if address is not None and not ray.is_initialized():  # no address: Ray's own lookup, else a local Ray
+        ray.init(address=None if address == "auto" else address, ignore_reinit_error=True, log_to_driver=False)
     paths = [Path(b).resolve() for b in bags]
     outs = output_dirs(paths, Path(out))
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -128,11 +128,6 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
         for task in running:
             ray.cancel(task, force=True)
     return results  # type: ignore[return-value] - every bag has ended
-
-
-def _cluster_running() -> bool:
-    """Whether "auto" finds a cluster (RAY_ADDRESS, or one started with `ray start` on this machine)."""
-    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
 
 
 def report(bags: Sequence[str | os.PathLike], results: Sequence[ExtractResult | Exception]) -> str:
