@@ -44,25 +44,22 @@ def device_type(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_from(minimum: int, expected: str):
+    """An argparse type: an int >= `minimum`, else a usage error that says `expected`."""
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def count_type(text: str) -> int:
-    """A count where 0 means "no limit"."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0 (0: all), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0 (0: all), got {text!r}")
-    return value
+positive_int = _int_from(1, "a positive integer")
+count_type = _int_from(0, "a count >= 0 (0: all)")  # 0 means "no limit"
 
 
 def output_file(text: str) -> str:
