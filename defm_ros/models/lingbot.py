@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rgbd_preprocess import prepare
+from .vit import PATCH, PatchEmbed, SwiGLU  # DINOv2's pieces, as DeFM's ViT has them
 
-PATCH = 14
 PRETRAIN_GRID = 37  # DINOv2's 518x518 position embedding
 # backbone name -> (width, depth, heads, ffn, registers)
 BACKBONES = {
@@ -42,15 +42,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu":
 
 
 # --- the RGB-D ViT ---------------------------------------------------------------------------------
-class PatchEmbed(nn.Module):
-    def __init__(self, channels: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(channels, dim, kernel_size=PATCH, stride=PATCH)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -74,17 +65,6 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
-        self.w12, self.w3 = nn.Linear(dim, 2 * hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.w12(x).chunk(2, dim=-1)
-        return self.w3(F.silu(x1) * x2)
 
 
 class LayerScale(nn.Module):
@@ -119,7 +99,7 @@ class RGBDViT(nn.Module):
         dim, depth, heads, ffn, registers = BACKBONES[backbone]
         self.registers, self.antialias = registers, backbone.endswith("_reg")
         self.offset = 0.0 if self.antialias else 0.1
-        self.patch_embed, self.depth_patch_embed = PatchEmbed(3, dim), PatchEmbed(1, dim)
+        self.patch_embed, self.depth_patch_embed = PatchEmbed(dim), PatchEmbed(dim, channels=1)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, PRETRAIN_GRID ** 2 + 1, dim))
         if registers:

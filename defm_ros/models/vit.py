@@ -22,9 +22,9 @@ BLOCK_CHUNKS = 4
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, channels: int = 3) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=PATCH, stride=PATCH)
+        self.proj = nn.Conv2d(channels, dim, kernel_size=PATCH, stride=PATCH)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
