@@ -67,6 +67,15 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> tuple[int, str]:
     return proc.returncode, out
 
 
+def diag_values(diags: list, suffix: str) -> dict:
+    """The key/values of the newest diagnostic status whose name ends in `suffix` ({} if none yet)."""
+    for arr in reversed(list(diags)):
+        for s in arr.status:
+            if s.name.endswith(suffix):
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
 class Probe:
     """A test-side node that records messages on topics, spun in a background thread."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from .rosgraph import start_camera, start_node, stop
+from .rosgraph import diag_values, start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -73,14 +73,6 @@ def test_colour_features_carry_headers_and_equal_encode(probe, ckpt, encoding, t
     assert code == 0, log
 
 
-def _status(diags, topic):
-    for arr in reversed(list(diags)):
-        for s in arr.status:
-            if s.name.endswith(topic):
-                return {kv.key: kv.value for kv in s.values}
-    return {}
-
-
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_malformed_colour_frames_are_rejected_and_counted(probe, ckpt, transport):
     from defm_ros.color_codecs import encode_compressed
@@ -117,8 +109,8 @@ def test_malformed_colour_frames_are_rejected_and_counted(probe, ckpt, transport
         good.header.stamp.sec = 200
         pub.publish(good)
         assert probe.wait_for(lambda: any(m.header.stamp.sec == 200 for m in dense), 30), stop(node)[1]
-        assert probe.wait_for(lambda: _status(diags, topic).get("rejected_frames") == str(len(bad)), 5), \
-            _status(diags, topic)
+        assert probe.wait_for(lambda: diag_values(diags, topic).get("rejected_frames") == str(len(bad)), 5), \
+            diag_values(diags, topic)
         assert node.poll() is None
     finally:
         code, log = stop(node)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image as PILImage
 
 from .lingbot_config import SMALL
-from .rosgraph import start_node, stop
+from .rosgraph import diag_values, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -56,12 +56,18 @@ def _msgs(rgb, mm, k, sec: int):
     return depth, color, info
 
 
-def _status(diags, topic):
-    for arr in reversed(list(diags)):
-        for s in arr.status:
-            if s.name.endswith(topic):
-                return {kv.key: kv.value for kv in s.values}
-    return {}
+TOPICS = ((Image, "aligned_depth", "~/depth"), (Image, "color", "~/image"), (CameraInfo, "color/info", "~/camera_info"))
+
+
+def _remaps(ns: str) -> dict:
+    """The node's depth, colour and camera_info inputs on a camera's aligned topics under `ns`."""
+    return {node_name: f"{ns}/{topic}" for _, topic, node_name in TOPICS}
+
+
+def _publishers(probe, ns: str) -> list:
+    """The camera side, reliable as realsense2_camera publishes: depth, colour, camera_info."""
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    return [probe.node.create_publisher(msg_type, f"{ns}/{topic}", qos) for msg_type, topic, _ in TOPICS]
 
 
 def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shared_data):
@@ -70,10 +76,8 @@ def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shar
     b0, lingbot = weights
     node = start_node({"model": MODEL, "weights": str(b0), "input_size": SIZE, "refine": "lingbot",
                        "refine_weights": str(lingbot), "refine_tokens": TOKENS, "qos_reliability": "reliable"},
-                      {"~/depth": "/rs/aligned_depth", "~/image": "/rs/color", "~/camera_info": "/rs/color/info"})
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    pubs = [probe.node.create_publisher(t, n, qos) for t, n in ((Image, "/rs/aligned_depth"), (Image, "/rs/color"),
-                                                                 (CameraInfo, "/rs/color/info"))]
+                      _remaps("/rs"))
+    pubs = _publishers(probe, "/rs")
     refined = probe.listen(Image, "/defm_node/depth_refined")
     masks = probe.listen(Image, "/defm_node/depth_refined_mask")
     dense = probe.listen(Image, "/defm_node/features/dense")
@@ -88,17 +92,17 @@ def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shar
         assert probe.wait_for(lambda: dense and refined and masks, 60), stop(node)[1]
         pubs[0].publish(_msgs(rgb, mm, k, 101)[0])  # depth whose colour never comes: unpaired
         # taken before the next depth comes: a keep-last-1 reader would replace it (then counted in DDS)
-        assert probe.wait_for(lambda: _status(diags, "/rs/aligned_depth").get("received_frames") == "2", 10)
+        assert probe.wait_for(lambda: diag_values(diags, "/rs/aligned_depth").get("received_frames") == "2", 10)
         bad = _msgs(rgb[::2, ::2].copy(), mm, k, 102)  # colour at half the depth's size: not aligned
         for p, m in zip(pubs, bad, strict=True):
             p.publish(m)
-        assert probe.wait_for(lambda: _status(diags, "/rs/aligned_depth").get("rejected_frames") == "1", 30)
+        assert probe.wait_for(lambda: diag_values(diags, "/rs/aligned_depth").get("rejected_frames") == "1", 30)
         for p, m in zip(pubs, _msgs(rgb, mm, k, 103), strict=True):  # and a good triple still works
             p.publish(m)
         assert probe.wait_for(lambda: any(m.header.stamp.sec == 103 for m in dense), 60), stop(node)[1]
-        assert probe.wait_for(lambda: (s := _status(diags, "/rs/aligned_depth")).get("rejected_frames") == "1"
-                              and s.get("published_frames") == "2", 5), _status(diags, "/rs/aligned_depth")
-        assert int(_status(diags, "/rs/aligned_depth")["unpaired_messages"]) >= 1
+        assert probe.wait_for(lambda: (s := diag_values(diags, "/rs/aligned_depth")).get("rejected_frames") == "1"
+                              and s.get("published_frames") == "2", 5), diag_values(diags, "/rs/aligned_depth")
+        assert int(diag_values(diags, "/rs/aligned_depth")["unpaired_messages"]) >= 1
         assert node.poll() is None
     finally:
         code, log = stop(node)
@@ -124,10 +128,8 @@ def test_the_rgbd_encoder_as_the_nodes_model(probe, weights, shared_data):
     _, lingbot = weights
     node = start_node({"model": "lingbot_rgbd_vitl14", "weights": str(lingbot), "input_size": [140, 182],
                        "qos_reliability": "reliable"},
-                      {"~/depth": "/f/aligned_depth", "~/image": "/f/color", "~/camera_info": "/f/color/info"})
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    pubs = [probe.node.create_publisher(t, n, qos) for t, n in ((Image, "/f/aligned_depth"), (Image, "/f/color"),
-                                                                 (CameraInfo, "/f/color/info"))]
+                      _remaps("/f"))
+    pubs = _publishers(probe, "/f")
     dense = probe.listen(Image, "/defm_node/features/dense")
     cls = probe.listen(Image, "/defm_node/features/cls")
     info = probe.listen(String, "/defm_node/features/info", latched=True)

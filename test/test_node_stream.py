@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, NODE, ROOT, start_camera, start_node, stop
+from .rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -21,27 +21,19 @@ PROFILE = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_larg
 FAST = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [160, 160]}
 
 
-def _diag(diags, suffix):
-    for arr in reversed(diags):
-        for s in arr.status:
-            if s.name.endswith(suffix):
-                return {kv.key: kv.value for kv in s.values}
-    return {}
-
-
 def _run_stream(probe, topic, camera_args, camera_env=None, node_params=None, count=150, entry=NODE):
     node = start_node({**FAST, **(node_params or {})}, {"~/depth": topic}, entry=entry)
     dense = probe.listen(Image, "/defm_node/features/dense")
     dense.clear()  # a repeated run must not count an earlier run's outputs
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     try:
-        assert probe.wait_for(lambda: _diag(diags, topic), 60), "node did not come up"
+        assert probe.wait_for(lambda: diag_values(diags, topic), 60), "node did not come up"
         cam = start_camera(topic, "--count", str(count), *camera_args, extra_env=camera_env)
         assert cam.wait(90) == 0
         time.sleep(1.5)
     finally:
         code, log = stop(node)
-    return {m.header.stamp.sec for m in dense}, _diag(diags, topic), log
+    return {m.header.stamp.sec for m in dense}, diag_values(diags, topic), log
 
 
 @pytest.mark.parametrize("qos, env", [("reliable", None), ("best_effort", PROFILE)],
@@ -103,7 +95,7 @@ def test_best_effort_publisher_without_profile_still_connects(probe):
     finally:
         code, log = stop(node)
         probe.node.destroy_publisher(pub)
-    assert _diag(diags, topic)["input_reliability"] == "best_effort"
+    assert diag_values(diags, topic)["input_reliability"] == "best_effort"
 
 
 def test_best_effort_subscriber_receives_large_dense_maps(probe, shared_data):
@@ -113,13 +105,13 @@ def test_best_effort_subscriber_receives_large_dense_maps(probe, shared_data):
     be = probe.listen(Image, "/defm_node/features/dense", reliable=False)
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     try:
-        assert probe.wait_for(lambda: _diag(diags, topic), 60)
+        assert probe.wait_for(lambda: diag_values(diags, topic), 60)
         cam = start_camera(topic, "--count", "40", "--rate", "5")
         assert cam.wait(60) == 0
         time.sleep(2.5)
     finally:
         stop(node)
-    published = int(_diag(diags, topic)["published_frames"])
+    published = int(diag_values(diags, topic)["published_frames"])
     assert published >= 20
     assert be and be[0].encoding == "32FC384" and len(be[0].data) == 16 * 22 * 384 * 4
     assert len(be) >= 0.95 * published
@@ -175,7 +167,7 @@ def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
     outs = {c: probe.listen(Image, f"/{c}/features/dense") for c in cams}
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     try:
-        assert probe.wait_for(lambda: _diag(diags, "/front/depth"), 60)
+        assert probe.wait_for(lambda: diag_values(diags, "/front/depth"), 60)
         procs = [start_camera(f"/{c}/depth", "--count", "20", "--rate", "5", "--offset", str(i))
                  for i, c in enumerate(cams)]
         assert all(p.wait(60) == 0 for p in procs)
@@ -189,7 +181,7 @@ def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
         for msg in outs[cam][:3]:
             want = enc.encode(depths[(msg.header.stamp.sec - 1000 + i) % len(depths)]).dense[0].numpy()
             np.testing.assert_allclose(from_msg(msg), want, atol=1e-4)
-    assert float(_diag(diags, "/front/depth")["mean_batch_size"]) > 1.5
+    assert float(diag_values(diags, "/front/depth")["mean_batch_size"]) > 1.5
 
 
 def test_sim_time_replay_keeps_input_stamps(probe, shared_data):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from .rosgraph import FIXTURES, ROOT, ros_env, start_node, stop
+from .rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
 from .test_extract import N, read_features, write_bag
 
 pytestmark = pytest.mark.ros
@@ -52,14 +52,6 @@ def _play(bag, *topics: str, rate: float) -> subprocess.Popen:
     for t in topics:
         cmd += ["--topic", t]
     return subprocess.Popen(cmd, cwd=ROOT, env=ros_env())
-
-
-def _status(diags, suffix: str) -> dict:
-    for arr in reversed(list(diags)):
-        for s in arr.status:
-            if s.name.endswith(suffix):
-                return {kv.key: kv.value for kv in s.values}
-    return {}
 
 
 def _extracted(bag, out, model: str, ckpt, topics: list[str], batch: int) -> dict:
@@ -102,15 +94,15 @@ def test_replayed_features_are_bitwise_those_extract_writes(probe, bag, tmp_path
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     diags.clear()  # earlier tests' nodes
     try:
-        assert probe.wait_for(lambda: _status(diags, "/cam/depth"), 60), stop(node)[1]
+        assert probe.wait_for(lambda: diag_values(diags, "/cam/depth"), 60), stop(node)[1]
         player = _play(bag, "/cam/depth", rate=0.1)  # 3 Hz: the node keeps up with the good frames
         assert player.wait(120) == 0
-        assert probe.wait_for(lambda: _settled(_status(diags, "/cam/depth"), N + 1), 30), \
-            f'{_status(diags, "/cam/depth")}'  # (what the node counted)
+        assert probe.wait_for(lambda: _settled(diag_values(diags, "/cam/depth"), N + 1), 30), \
+            f'{diag_values(diags, "/cam/depth")}'  # (what the node counted)
         time.sleep(1.0)
     finally:
         code, log = stop(node)
-    status = _status(diags, "/cam/depth")
+    status = diag_values(diags, "/cam/depth")
     _accounted(status, N + 1)  # N frames and one of the wrong size
     assert int(status["rejected_frames"]) == 1 and len(dense) == int(status["published_frames"]) >= N - 1, status
     want = _extracted(bag, tmp_path / "x", model, ckpt, ["/cam/depth"], batch=1)
