@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pipeline import SequenceGaps, StreamStats
+from .pipeline import Camera, SequenceGaps, StreamStats
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
@@ -97,3 +97,19 @@ def stream_status(topic: str, state: str, c: StreamCounters, now: float, inferen
     values = stream_values(c, now, inference_s, batch_sizes, info)
     values["lifecycle_state"] = state
     return Status(level, f"defm_node: {topic}", message, info["device"], values)
+
+
+def camera_status(camera: Camera, dropped_in_node: int, state: str, now: float, inference_s: Sequence[float],
+                  batch_sizes: Sequence[int], info: dict[str, Any], warn_s: float, error_s: float) -> Status:
+    """stream_status for one of the node's cameras (pipeline.Camera), named after its first topic."""
+    source = camera.source
+    counters = StreamCounters(camera.stats, camera.sequences, dropped_in_node, camera.reliability,
+                              source.unpaired if len(source.topics) > 1 else None)
+    return stream_status(source.topics[0].name, state, counters, now, inference_s, batch_sizes, info, warn_s, error_s)
+
+
+def startup_line(info: dict[str, Any], topics: Sequence[str]) -> str:
+    """The node's log line at activation: what runs where, and what it listens to."""
+    return (f"{info['model']} on {info['device']} ({info['backend']}, {info['precision']}), input "
+            f"{info['input_size']}, dense {info['dense_channels']}x{info['dense_size']} stride {info['stride']}, "
+            f"weights {info['weights']}; listening on {', '.join(topics)}")

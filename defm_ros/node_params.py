@@ -153,3 +153,19 @@ def refusal(changes: list[tuple[str, Any]], state: str, node: str = "/defm_node"
 def input_modality(p: Mapping[str, Any]) -> str:
     """What the node subscribes to: the model's modality, or aligned colour + depth to refine first."""
     return "rgbd" if p["refine"] != "none" else MODELS[p["model"]].modality
+
+
+def encoder_args(p: Mapping[str, Any]) -> dict[str, Any]:
+    """Encoder(**encoder_args(p)): the model the parameters describe, opened at activate (lazy)."""
+    return {"model": p["model"], "weights": p["weights"] or None, "backend": p["backend"], "device": p["device"],
+            "input_size": tuple(p["input_size"]) if any(p["input_size"]) else None, "precision": p["precision"],
+            "dense_level": p["dense_level"], "depth_mode": p["depth_mode"], "strict": p["strict_device"],
+            "lazy": True}
+
+
+def refiner_args(p: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Refiner(**refiner_args(p)), or None with `refine:=none`."""
+    if p["refine"] == "none":
+        return None
+    return {"model": p["refine_model"], "weights": p["refine_weights"] or None, "device": p["device"],
+            "precision": p["precision"], "num_tokens": p["refine_tokens"], "strict": p["strict_device"], "lazy": True}

@@ -228,6 +228,20 @@ class Processor:
             self.publish(f, f.header(self.inputs[f.camera]), cls[k], dense[k], xs[k])
 
 
+class TorchThreads:
+    """torch's CPU thread count for inference, set on the thread that runs it (0: torch's default)."""
+
+    def __init__(self) -> None:
+        self.current = 0
+
+    def set(self, n: int) -> None:
+        if n > 0 and n != self.current:
+            import torch
+
+            torch.set_num_threads(n)
+            self.current = n
+
+
 class InferenceLoop:
     """The main thread's loop: take the newest frames, close the cameras' input gates, process, reopen.
 

@@ -48,3 +48,31 @@ def test_node_status_says_why_configure_failed():
     st = node_status("/defm_node", "unconfigured", FileNotFoundError("no defm_resnet18.pth"))
     assert st.level == ERROR and st.message == "unconfigured: FileNotFoundError: no defm_resnet18.pth"
     assert st.values == {"lifecycle_state": "unconfigured"}
+
+
+def test_a_cameras_status_is_named_after_its_first_topic_and_counts_unpaired_only_when_paired():
+    from types import SimpleNamespace
+
+    from defm_ros.diagnostics import camera_status
+    from defm_ros.pipeline import Camera
+
+    def camera(roles):
+        topics = [SimpleNamespace(name=f"/cam/{r}", role=r) for r in roles]
+        return Camera(SimpleNamespace(topics=topics, unpaired=7), pubs={}, gate=None)
+
+    single = camera(["depth"])
+    st = camera_status(single, 2, "active", 1.0, [], [], INFO, 1.0, 5.0)
+    assert st.name == "defm_node: /cam/depth" and "unpaired_messages" not in st.values
+    assert st.values["dropped_frames"] == "2" and st.values["input_reliability"] == "none"
+    rgbd = camera_status(camera(["color", "depth", "info"]), 0, "active", 1.0, [], [], INFO, 1.0, 5.0)
+    assert rgbd.name == "defm_node: /cam/color" and rgbd.values["unpaired_messages"] == "7"
+
+
+def test_startup_line_names_model_device_and_topics():
+    from defm_ros.diagnostics import startup_line
+
+    info = {**INFO, "precision": "fp32", "input_size": [224, 224], "dense_channels": 512, "dense_size": [28, 28],
+            "stride": 8, "weights": "models/defm_resnet18.pth"}
+    line = startup_line(info, ["/a/depth", "/b/depth"])
+    assert line.startswith("defm_resnet18 on cpu (torch, fp32), input [224, 224], dense 512x[28, 28] stride 8")
+    assert line.endswith("weights models/defm_resnet18.pth; listening on /a/depth, /b/depth")

@@ -1,5 +1,5 @@
 """The package's layers, enforced: no import cycle (function-level imports included), no upward import,
-and rclpy only in the node. An ast walk of defm_ros/, no import of the code itself."""
+and rclpy only in the ROS layer (node, ros_io). An ast walk of defm_ros/, no import of the code itself."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ LAYERS = [
     ("backends", ["backends"]),
     ("encoder", ["encoder", "refiner", ""]),  # "" is the package root: `from defm_ros import Encoder`
     ("node core", ["inputs", "pipeline", "diagnostics", "reliability", "runner", "node_params", "launch_config"]),
+    ("ros adapters", ["ros_io"]),
     ("applications", ["node", "extract", "cli"]),
 ]
-ROS_ONLY = {"defm_ros.node"}  # the one module that may import rclpy
-ROS_MESSAGES = {"defm_ros.node", "defm_ros.node_params"}  # rcl_interfaces etc.: message types, no rclpy
+ROS_ONLY = {"defm_ros.node", "defm_ros.ros_io"}  # the ROS layer: the only modules that may import rclpy
+ROS_MESSAGES = ROS_ONLY | {"defm_ros.node_params"}  # rcl_interfaces etc.: message types, no rclpy
 RAY_ONLY = {"defm_ros.extract.fleet", "defm_ros.cli.extract"}  # the optional extra: fleet extraction, --ray
 
 
@@ -127,7 +128,7 @@ def test_no_upward_import():
     assert upward(edges) == []
 
 
-def test_only_the_node_imports_rclpy_and_the_core_no_ros_at_all():
+def test_only_the_ros_layer_imports_rclpy_and_the_core_no_ros_at_all():
     _, everything = import_graph()
     for module, imps in everything.items():
         ros = {i for i in imps if i.split(".")[0] in ("rclpy", "rcl_interfaces", "lifecycle_msgs")}

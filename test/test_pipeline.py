@@ -234,3 +234,16 @@ def _wait(pred, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.01)
     return pred()
+
+
+def test_torch_threads_are_set_only_when_asked_and_changed(monkeypatch):
+    import torch
+
+    from defm_ros.pipeline import TorchThreads
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    threads = TorchThreads()
+    for n in (0, 2, 2, 1, 0):
+        threads.set(n)
+    assert calls == [2, 1]  # 0 keeps torch's default; an unchanged count is not set again
