@@ -165,10 +165,12 @@ def check_outputs(out: Path, name: str, expected: dict, encoder, dataset: bool =
         assert len(ds["stamp_ns"]) == sum(len(f) for f in expected.values())
 
 
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "inline"])
 @pytest.mark.parametrize("kind", ["ros1", "sqlite3", "mcap"])
-def test_every_format_gives_features_equal_to_the_encoder(tmp_path, bags, encoder, kind):
+def test_every_format_gives_features_equal_to_the_encoder(tmp_path, bags, encoder, kind, prefetch):
     paths, expected = bags
-    result = extract_bag(paths[kind], tmp_path, encoder=encoder, dataset=True, batch=4, progress=False)
+    result = extract_bag(paths[kind], tmp_path, encoder=encoder, dataset=True, batch=4, progress=False,
+                         prefetch=prefetch)
     assert result.topics == DEPTH_TOPICS  # the rgb8 topic is not depth
     assert result.complete and not result.interrupted
     assert result.rejected == REJECTED  # skipped and counted, not fatal
@@ -624,3 +626,52 @@ def test_cli_draws_no_progress_bar_into_a_log(cli, capsys, tmp_path, bags):
     assert cli(paths["mcap"], "--out", tmp_path / "o", "--weights", "random", "--size", "64") == 0
     captured = capsys.readouterr()
     assert "complete" in captured.out and "%|" not in captured.err + captured.out and "\r" not in captured.err
+
+
+def test_prefetch_keeps_order_stays_bounded_and_raises_where_the_reader_failed():
+    import threading
+    import time
+
+    from defm_ros.extract.job import _Prefetch
+
+    made = []
+
+    def items():
+        for i in range(20):
+            made.append(i)
+            if i == 15:
+                raise BagReadError("unreadable part-way")
+            yield i
+
+    got, reader = [], _Prefetch(items, depth=3)
+    with pytest.raises(BagReadError, match="part-way"):
+        for item in reader:
+            if not got:
+                time.sleep(0.3)  # a slow forward pass: the reader waits, at most `depth` items ahead
+                assert len(made) <= 1 + 3 + 1
+            got.append(item)
+    reader.close()
+    assert got == list(range(15))
+    assert not any(t.name == "extract-reader" for t in threading.enumerate())
+
+
+def test_prefetch_close_stops_the_reader_and_closes_its_iterator_on_its_thread():
+    import threading
+
+    from defm_ros.extract.job import _Prefetch
+
+    closed_on = []
+
+    def items():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    reader = _Prefetch(items, depth=2)
+    assert [x for x, _ in zip(reader, range(5), strict=False)] == [0, 1, 2, 3, 4]
+    reader.close()
+    assert closed_on == ["extract-reader"]

@@ -101,6 +101,78 @@ class _Frame:
     to_dataset: bool
 
 
+@dataclass
+class _Skip:
+    """A message that gives no frame: malformed (reason, error), or already in every output (reason None)."""
+
+    reason: str | None
+    error: Exception | None
+    counts: bool  # a frame of a selected topic (the progress bar counts it), not a colour partner
+
+
+class _Prefetch:
+    """Runs `make()`'s iterator on a background thread, at most `depth` items ahead of the consumer.
+
+    What the thread raises is raised in the consumer where it happened. close() stops the thread (also
+    mid-iteration: a limit reached, Ctrl-C) and waits for it, so the iterator is closed on its own thread.
+    """
+
+    _END = object()
+
+    def __init__(self, make: Callable[[], Iterator[Any]], depth: int) -> None:
+        import queue
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(make,), name="extract-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, make: Callable[[], Iterator[Any]]) -> None:
+        try:
+            items = make()
+            try:
+                for item in items:
+                    if not self._put(item):
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put((self._END, exc))
+            return
+        self._put((self._END, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is self._END:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join(timeout=10.0)
+
+
 def output_name(bag: str | Path) -> str:
     """recording.bag / recording.mcap / recording/ -> 'recording' (outputs: recording_features/ ...)."""
     p = Path(bag)
@@ -193,6 +265,7 @@ def extract_bag(
     progress: bool = True,
     on_batch: Callable[[ExtractResult], None] | None = None,
     refiner: Any = None,
+    prefetch: bool = True,
     **encoder_options: Any,
 ) -> ExtractResult:
     """Encode every frame of one bag's topics of the model's modality (depth for DeFM, colour for Theia);
@@ -211,6 +284,8 @@ def extract_bag(
     stamp, refined, and the features are the depth model's on the refined depth; the refined depth and
     mask are written too (<topic>/depth_refined, _mask; dataset fields depth_refined, depth_refined_mask).
     An RGB-D model (lingbot_rgbd_vitl14) pairs the same way and encodes the pairs.
+    `prefetch`: read and decode on a background thread, up to two batches ahead of the forward pass
+    (bench/bench_extract.py); False reads on the calling thread. The outputs are the same.
     """
     if not (write_bag or dataset):
         raise ValueError("nothing to write: enable the feature bag and/or the dataset")
@@ -275,22 +350,56 @@ def extract_bag(
             result.notes += s.notes
             result.outputs["bag" if isinstance(s, FeatureBag) else "dataset"] = str(s.path)
         _run(source, enc, sinks, done, result, batch, depth_scale, limit, progress, on_batch,
-             {c.name: d.name for d, c in pairs}, refiner)
+             {c.name: d.name for d, c in pairs}, refiner, prefetch)
     return result
+
+
+def _read(source: BagSource, topics: list[str], depth_of: dict[str, str], pairers: dict[str, StampPairer],
+          kind: Any, params: dict[str, Any], bag_done: set[Key] | None, ds_done: set[Key] | None
+          ) -> Iterator[_Frame | _Skip | None]:
+    """One event per message, in the bag's order: a decoded frame, a skip, or None (half of a depth +
+    colour pair). `bag_done` / `ds_done`: the keys an output already holds, None without that output.
+    Raises BagReadError where the bag turns unreadable."""
+    for raw in source.messages(topics):
+        try:
+            msg = source.deserialize(raw)
+            stamp = stamp_ns(msg.header)
+        except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
+            yield _Skip("undecodable message", exc, raw.topic not in depth_of)
+            continue
+        if pairers:  # depth and colour meet by stamp; the depth message is the frame
+            role = "color" if raw.topic in depth_of else "depth"
+            got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
+            if got is None:
+                yield None
+                continue
+            (raw, msg), (_, color) = got["depth"], got["color"]
+        key = (camera_topic(raw.topic), raw.log_time, stamp)
+        to_bag, to_ds = bag_done is not None and key not in bag_done, ds_done is not None and key not in ds_done
+        if not (to_bag or to_ds):
+            yield _Skip(None, None, True)
+            continue
+        try:
+            x = _rgbd(msg, color, params) if pairers else kind.decode_one(msg, params)
+        except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
+            yield _Skip("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc, True)
+            continue
+        yield _Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds)
 
 
 def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], result: ExtractResult,
          batch: int, depth_scale: float, limit: int, progress: bool,
-         on_batch: Callable[[ExtractResult], None] | None, depth_of: dict[str, str], refiner: Any) -> None:
+         on_batch: Callable[[ExtractResult], None] | None, depth_of: dict[str, str], refiner: Any,
+         prefetch: bool) -> None:
     from tqdm import tqdm
 
     bag_sink = next((s for s in sinks if isinstance(s, FeatureBag)), None)
     ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
     kind = INPUTS[enc.info["modality"]]
-    params = {"depth_scale": depth_scale}
     pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
-    bag_done = done[sinks.index(bag_sink)] if bag_sink else set()
-    ds_done = done[sinks.index(ds_sink)] if ds_sink else set()
+    topics = result.topics + list(depth_of)
+    reader = (kind, {"depth_scale": depth_scale}, done[sinks.index(bag_sink)] if bag_sink else None,
+              done[sinks.index(ds_sink)] if ds_sink else None)
     rejected: Counter[str] = Counter()
     pending: dict[tuple[int, ...], list[_Frame]] = defaultdict(list)  # frames of one shape share a pass
     queued = 0
@@ -339,54 +448,42 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if on_batch is not None:
             on_batch(result)
 
+    def own_source() -> Iterator[_Frame | _Skip | None]:
+        with BagSource(source.path) as mine:  # the reader thread's own (sqlite connections stay on one thread)
+            yield from _read(mine, topics, depth_of, pairers, *reader)
+
     bar = tqdm(total=result.frames_total or None, unit="frame", desc=Path(result.bag).name,
                disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     reached_end = False
+    events = _Prefetch(own_source, 2 * batch) if prefetch else _read(source, topics, depth_of, pairers, *reader)
     try:
         try:
-            for raw in source.messages(result.topics + list(depth_of)):
+            for ev in events:
                 if limit and result.frames_written + queued >= limit:
                     result.limited = True
                     break
                 result.frames_read += 1
-                try:
-                    msg = source.deserialize(raw)
-                    stamp = stamp_ns(msg.header)
-                except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
-                    reject("undecodable message", exc)
-                    bar.update(raw.topic not in depth_of)
-                    continue
-                if pairers:  # depth and colour meet by stamp; the depth message is the frame
-                    role = "color" if raw.topic in depth_of else "depth"
-                    got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
-                    if got is None:
-                        continue
-                    (raw, msg), (_, color) = got["depth"], got["color"]
-                key = (camera_topic(raw.topic), raw.log_time, stamp)
-                frame_id = str(msg.header.frame_id)
-                to_bag, to_ds = bag_sink is not None and key not in bag_done, ds_sink is not None and key not in ds_done
-                if not (to_bag or to_ds):
-                    result.frames_present += 1
-                    bar.update(1)
-                    continue
-                try:
-                    x = _rgbd(msg, color, params) if pairers else kind.decode_one(msg, params)
-                except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
-                    reject("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc)
-                    bar.update(1)
-                    continue
-                shape = tuple(int(v) for v in x.shape)
-                pending[shape].append(_Frame(key[0], raw.log_time, key[2], frame_id, x, to_bag, to_ds))
-                queued += 1
-                if len(pending[shape]) >= batch:
-                    flush(shape)
+                if isinstance(ev, _Skip):
+                    if ev.reason is None:
+                        result.frames_present += 1
+                    else:
+                        reject(ev.reason, ev.error)
+                    bar.update(ev.counts)
+                elif ev is not None:
+                    shape = tuple(int(v) for v in ev.x.shape)
+                    pending[shape].append(ev)
+                    queued += 1
+                    if len(pending[shape]) >= batch:
+                        flush(shape)
             else:
                 reached_end = True
         except BagReadError as exc:
             result.source_truncated = True
             result.notes.append(str(exc))
             log.error("%s", exc)
+        finally:
+            events.close()  # the reader thread is done with the pairers from here on
         for shape in list(pending):
             flush(shape)
         if unpaired := sum(p.unpaired + sum(len(q) for q in p._pending.values()) for p in pairers.values()):
