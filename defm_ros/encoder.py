@@ -71,7 +71,7 @@ class Encoder:
     file's). `strict`: refuse a device,
     provider or precision that is not available instead of downgrading (loudly) to what is.
     `backend_options` go to the backend (torch: channels_last, compile; onnxruntime: trt,
-    trt_cache_dir, threads, spin).
+    trt_cache_dir, trt_max_batch, threads, spin).
     """
 
     def __init__(

@@ -221,3 +221,56 @@ def test_bench_runs_a_colour_model_on_colour_frames(capsys):
     assert bench.main(p.parse_args(["-m", "theia_tiny", "--iters", "2", "--warmup", "1"])) == 0
     out = capsys.readouterr().out
     assert "480x640 color" in out and "onnxruntime" in out
+
+
+def test_tensorrt_profile_covers_batch_1_to_max_for_dynamic_files_only(tmp_path):
+    import onnx
+
+    from defm_ros.backends.onnx_backend import trt_profile
+
+    torch.manual_seed(0)
+    enc = Encoder("defm_resnet18", weights="random")
+    dynamic, fixed = tmp_path / "dyn.onnx", tmp_path / "fixed.onnx"
+    enc.export_onnx(dynamic, camera_size=CAMERA)
+    enc.export_onnx(fixed, camera_size=CAMERA, batch=1)
+    name = onnx.load(dynamic).graph.input[0].name
+    assert trt_profile(onnx.load(dynamic), 4) == {"trt_profile_min_shapes": f"{name}:1x480x640",
+                                                   "trt_profile_opt_shapes": f"{name}:4x480x640",
+                                                   "trt_profile_max_shapes": f"{name}:4x480x640"}
+    assert trt_profile(onnx.load(fixed), 4) == {}
+    graph = onnx.load(dynamic)
+    graph.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "height"  # a symbolic height: no profile
+    assert trt_profile(graph, 4) == {}
+
+
+def test_tensorrt_gets_the_profile_for_the_network_and_the_preprocessing_sessions(tmp_path, monkeypatch):
+    """On a machine with the TensorRT EP (faked here: this onnxruntime has none), every session is
+    created with the profile, and a batch beyond it is refused before ORT sees it."""
+    torch.manual_seed(0)
+    enc = Encoder("defm_resnet18", weights="random")
+    path = tmp_path / "net.onnx"
+    enc.export_onnx(path)  # network only, dynamic batch: a preprocessing session per camera size
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    created = []
+    real = ort.InferenceSession
+
+    def session(model, so, providers, provider_options):
+        created.append(dict(zip(providers, provider_options, strict=True)))
+        return real(model, so, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    be = OnnxBackend(path, PREP, device="cuda", trt=True, trt_max_batch=3)
+    be.preprocess(torch.zeros(2, *CAMERA), PREP)
+    assert len(created) == 2
+    for opts in created:
+        trt = opts["TensorrtExecutionProvider"]
+        assert trt["trt_profile_min_shapes"].endswith(":1x" + trt["trt_profile_max_shapes"].split(":3x")[1])
+        assert trt["trt_engine_cache_enable"] and "trt_profile_min_shapes" not in opts["CUDAExecutionProvider"]
+    assert created[0]["TensorrtExecutionProvider"]["trt_profile_max_shapes"].endswith(":3x3x224x224")
+    assert created[1]["TensorrtExecutionProvider"]["trt_profile_max_shapes"].endswith(":3x480x640")
+    be.providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]  # what a real TensorRT machine reports
+    with pytest.raises(ValueError, match="larger than the TensorRT engine's profile"):
+        be.run(torch.zeros(4, 3, 224, 224))
+    with pytest.raises(ValueError, match="trt_max_batch must be >= 1"):
+        OnnxBackend(path, PREP, trt_max_batch=0)

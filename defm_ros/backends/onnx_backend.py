@@ -28,6 +28,35 @@ from .onnx_file import cache_dir, read_sidecar
 log = logging.getLogger("defm_ros")
 
 CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+TRT_MAX_BATCH = 8  # the largest batch a TensorRT engine of a dynamic-batch file is built for
+
+
+def trt_profile(model: Any, max_batch: int) -> dict[str, str]:
+    """TensorRT EP provider options with one optimization profile for a dynamic-batch graph: batch 1 to
+    `max_batch`, tuned for `max_batch`. Without a profile TensorRT builds its engine for the first batch
+    size it sees and rebuilds it whenever a larger one arrives (minutes on a Jetson), stalling the node.
+
+    `model`: an onnx.ModelProto. {} when every input is fixed, or when a dimension other than the
+    batch is symbolic (no profile can be stated; TensorRT then profiles on its own, and says so).
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    dims: dict[str, list[int | None]] = {}
+    for inp in model.graph.input:
+        if inp.name not in initializers:
+            dims[inp.name] = [d.dim_value if d.HasField("dim_value") else None
+                              for d in inp.type.tensor_type.shape.dim]
+    if not any(None in shape for shape in dims.values()):
+        return {}
+    if any(None in shape[1:] for shape in dims.values()):
+        log.warning("TensorRT: only the batch dimension can be dynamic for a stated profile; got %s", dims)
+        return {}
+
+    def shapes(batch: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(batch if d is None else d) for d in shape)}"
+                        for name, shape in dims.items())
+
+    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(max_batch),
+            "trt_profile_max_shapes": shapes(max_batch)}
 
 
 class OnnxBackend(Backend):
@@ -40,6 +69,7 @@ class OnnxBackend(Backend):
         device: str | torch.device = "cpu",
         trt: bool = False,
         trt_cache_dir: str | os.PathLike | None = None,
+        trt_max_batch: int = TRT_MAX_BATCH,
         threads: int = 0,
         spin: bool = True,
         strict: bool = False,
@@ -50,7 +80,8 @@ class OnnxBackend(Backend):
         soon as it returns (ORT's own default spins between runs too). On a 2-core VM, waking a sleeping
         thread for each op made ResNet-18's encode erratic (33-48 ms against 27-32 ms spinning); inside
         defm_node at 30 Hz, sharing the cores with a camera, both settings gave the same rate within noise
-        (bench/RESULTS.md). `strict`: refuse, instead of downgrading, a device or provider not available."""
+        (bench/RESULTS.md). `strict`: refuse, instead of downgrading, a device or provider not available.
+        `trt_max_batch`: with TensorRT, the largest batch of a dynamic-batch file (trt_profile)."""
         import onnxruntime as ort
 
         self._ort = ort
@@ -64,6 +95,9 @@ class OnnxBackend(Backend):
         self.device = torch.device(device)
         self.threads, self.spin, self.trt, self.strict = threads, spin, trt, strict
         self.trt_cache_dir = Path(trt_cache_dir) if trt_cache_dir else cache_dir() / "trt"
+        if trt_max_batch < 1:
+            raise ValueError(f"trt_max_batch must be >= 1, got {trt_max_batch}")
+        self.trt_max_batch = trt_max_batch
         self.warnings: list[str] = []
         self._providers = self._pick_providers()
         self.session = self._session(str(self.path))
@@ -116,7 +150,17 @@ class OnnxBackend(Backend):
         if CUDA_EP not in self.providers and TRT_EP not in self.providers:
             self.device = torch.device("cpu")
 
-    def _session(self, model: str | bytes) -> Any:
+    def _session(self, model: str | Any) -> Any:
+        """A session for a file path or an onnx.ModelProto, on the chosen providers."""
+        providers = self._providers
+        if any(name == TRT_EP for name, _ in providers):
+            import onnx
+
+            proto = onnx.load(model, load_external_data=False) if isinstance(model, str) else model
+            profile = trt_profile(proto, self.trt_max_batch)
+            providers = [(n, {**o, **profile} if n == TRT_EP else o) for n, o in providers]
+        if not isinstance(model, str):
+            model = model.SerializeToString()
         so = self._ort.SessionOptions()
         so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = self.threads
@@ -124,8 +168,8 @@ class OnnxBackend(Backend):
             so.add_session_config_entry(key, "1" if self.spin else "0")
         if self.spin:  # spin between the ops of one run only, never between frames
             so.add_session_config_entry("session.force_spinning_stop", "1")
-        return self._ort.InferenceSession(model, so, providers=[n for n, _ in self._providers],
-                                          provider_options=[o for _, o in self._providers])
+        return self._ort.InferenceSession(model, so, providers=[n for n, _ in providers],
+                                          provider_options=[o for _, o in providers])
 
     def _pre_session(self, prep: Preprocess, camera_size: tuple[int, int]) -> Any:
         """The preprocessing graph for one camera size, built on first use (a fraction of a second)."""
@@ -133,7 +177,7 @@ class OnnxBackend(Backend):
             if (prep, camera_size) not in self._pre:
                 log.info("building the preprocessing graph for %dx%d input", *camera_size)
                 graph = preprocess_graph(prep, camera_size)
-                self._pre[(prep, camera_size)] = self._session(graph.SerializeToString())
+                self._pre[(prep, camera_size)] = self._session(graph)
             return self._pre[(prep, camera_size)]
 
     def _call(self, sess: Any, name: str, x: torch.Tensor, outputs: dict[str, tuple[int, ...]]) -> list[torch.Tensor]:
@@ -161,6 +205,9 @@ class OnnxBackend(Backend):
         if fixed is not None and b != fixed:
             raise ValueError(f"{self.path.name} was exported for batch {fixed}, got {b}; export it without "
                              "--batch for any batch")
+        if fixed is None and TRT_EP in self.providers and b > self.trt_max_batch:
+            raise ValueError(f"batch {b} is larger than the TensorRT engine's profile ({self.trt_max_batch}); "
+                             "pass trt_max_batch= at least the largest batch")
 
     def _net_outputs(self, b: int) -> dict[str, tuple[int, ...]]:
         return {OUTPUT_NAMES[0]: (b, self._channels[0]), OUTPUT_NAMES[1]: (b, self._channels[1], *self._grid)}
@@ -208,6 +255,7 @@ class OnnxBackend(Backend):
                 "intra_op_threads": self.threads,
                 "spinning": self.spin,
                 "tensorrt_cache": str(self.trt_cache_dir) if TRT_EP in self.providers else None,
+                "tensorrt_max_batch": self.trt_max_batch if TRT_EP in self.providers else None,
                 "onnxruntime": self._ort.__version__,
             })
 
