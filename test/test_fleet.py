@@ -15,7 +15,10 @@ ray = pytest.importorskip("ray", reason="ray (the optional extra defm_ros[ray]) 
 from defm_ros.extract import BagReadError, extract_bag, load_dataset  # noqa: E402
 from defm_ros.extract.fleet import extract_fleet, report  # noqa: E402
 
+from . import test_extract  # noqa: E402
 from .test_extract import write_bag  # noqa: E402
+
+rgbd_bag, lingbot_ckpt = test_extract.rgbd_bag, test_extract.lingbot_ckpt  # the refined-extraction fixtures
 
 ENCODER = {"model": "defm_resnet18", "weights": "random", "input_size": (64, 64)}
 
@@ -103,3 +106,32 @@ def test_cli_ray_writes_the_same_outputs_and_reports_every_bag(cluster, fleet, t
     assert "Traceback" not in out and "ray::" not in out
     for robot in ("robot_a", "robot_b", "robot_c"):
         assert load_dataset(next((tmp_path / "o" / robot).glob("*_dataset")))["complete"]
+
+
+def test_refined_extraction_on_ray_equals_single_process(cluster, tmp_path, rgbd_bag, lingbot_ckpt):
+    """extract --refine lingbot on Ray: each actor holds its own Refiner; the refined depth and the
+    features equal a single-process extract of the same bag."""
+    from defm_ros import Refiner
+    from defm_ros.extract import build_encoder
+
+    path, _ = rgbd_bag
+    refine = {"weights": str(lingbot_ckpt), "num_tokens": 300}
+    (result,) = extract_fleet([path], tmp_path / "ray", address=None, encoder_options=ENCODER, refiner_options=refine,
+                              dataset=True, write_bag=False, progress=False)
+    assert result.complete and result.frames_written == 2, result
+    single = extract_bag(path, tmp_path / "one", encoder=build_encoder(**ENCODER), refiner=Refiner(**refine),
+                         dataset=True, write_bag=False, progress=False)
+    assert single.frames_written == 2
+    got, want = (load_dataset(next((tmp_path / d).glob("*_dataset"))) for d in ("ray", "one"))
+    _equal(got, want)
+    np.testing.assert_allclose(got["depth_refined"], want["depth_refined"], rtol=1e-5, equal_nan=True)
+    assert got["info"]["refined_by"]["model"] == "lingbot_depth_vitl14"
+    from defm_ros import cli
+
+    code = cli.main(["extract", str(path), "--out", str(tmp_path / "cli"), "--ray", "--weights", "random", "--size",
+                     "64", "--refine", "lingbot", "--refine-weights", str(lingbot_ckpt), "--refine-tokens", "300",
+                     "--dataset", "--no-bag", "--no-progress"])
+    assert code == 0
+    by_cli = load_dataset(next((tmp_path / "cli").glob("*_dataset")))
+    _equal(by_cli, want)
+    np.testing.assert_allclose(by_cli["depth_refined"], want["depth_refined"], rtol=1e-5, equal_nan=True)

@@ -122,6 +122,13 @@ def _encoder_options(args: argparse.Namespace) -> dict:
                 input_size=args.size, precision=args.precision, dense_level=args.dense_level)
 
 
+def _refiner_options(args: argparse.Namespace) -> dict | None:
+    if args.refine == "none":
+        return None
+    return dict(model=args.refine_model, weights=args.refine_weights, device=args.device, precision=args.precision,
+                num_tokens=args.refine_tokens)
+
+
 def _extract_on_ray(args: argparse.Namespace) -> int:
     """--ray: one task per bag on the cluster's encoder actors (extract/fleet.py)."""
     try:
@@ -130,10 +137,9 @@ def _extract_on_ray(args: argparse.Namespace) -> int:
         raise CliError(f"--ray needs Ray: pip install 'defm_ros[ray]' ({exc})") from None
     from ..extract.fleet import extract_fleet, report
 
-    if args.refine != "none":
-        raise CliError("--refine runs in a single process for now; drop --ray")
     results = extract_fleet(args.bags, args.out, address=args.ray, encoder_options=_encoder_options(args),
-                            threads=args.ray_threads, progress=_bars(args), **_job_options(args))
+                            refiner_options=_refiner_options(args), threads=args.ray_threads,
+                            progress=_bars(args), **_job_options(args))
     print(report(args.bags, results))
     return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) else 1
 
@@ -143,11 +149,10 @@ def _extract_all(args: argparse.Namespace) -> int:
 
     encoder = build_encoder(**_encoder_options(args))
     refiner = None
-    if args.refine != "none":
+    if (refine := _refiner_options(args)) is not None:
         from ..refiner import Refiner
 
-        refiner = Refiner(args.refine_model, weights=args.refine_weights, device=args.device,
-                          precision=args.precision, num_tokens=args.refine_tokens)
+        refiner = Refiner(**refine)
         print(f"refining depth with {args.refine_model} ({args.refine_tokens} tokens) before the features")
     info = encoder.info
     print(f"{info['model']} on {info['device']} ({info['precision']}), input {tuple(info['input_size'])}, "

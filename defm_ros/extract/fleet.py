@@ -8,12 +8,15 @@ frames still missing. A bag that cannot be read fails alone. Ray is an optional 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .job import ExtractResult, output_dirs
+
+log = logging.getLogger("defm_ros")
 
 
 class _Progress:
@@ -30,9 +33,9 @@ class _Progress:
 
 
 class _Worker:
-    """One encoder on one GPU (or `threads` CPU threads), for many bags (a Ray actor)."""
+    """One encoder (and refiner) on one GPU (or `threads` CPU threads), for many bags (a Ray actor)."""
 
-    def __init__(self, encoder_options: dict[str, Any], threads: int) -> None:
+    def __init__(self, encoder_options: dict[str, Any], threads: int, refiner_options: dict[str, Any] | None) -> None:
         import torch
 
         from .job import build_encoder
@@ -40,6 +43,11 @@ class _Worker:
         if threads:
             torch.set_num_threads(threads)
         self.encoder = build_encoder(**encoder_options)
+        self.refiner = None
+        if refiner_options is not None:
+            from ..refiner import Refiner
+
+            self.refiner = Refiner(**refiner_options)
 
     def extract(self, bag: str, out: str, options: dict[str, Any], progress: Any,
                 on_batch: Callable[[ExtractResult], None] | None) -> ExtractResult:
@@ -54,11 +62,13 @@ class _Worker:
             if on_batch is not None:
                 on_batch(result)
 
-        return extract_bag(bag, out, encoder=self.encoder, progress=False, on_batch=report, **options)
+        return extract_bag(bag, out, encoder=self.encoder, refiner=self.refiner, progress=False, on_batch=report,
+                           **options)
 
 
 def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, address: str | None = "auto",
-                  encoder_options: dict[str, Any] | None = None, threads: int = 1, retries: int = 2,
+                  encoder_options: dict[str, Any] | None = None, refiner_options: dict[str, Any] | None = None,
+                  threads: int = 1, retries: int = 2,
                   progress: bool = True, on_batch: Callable[[ExtractResult], None] | None = None,
                   **options: Any) -> list[ExtractResult | Exception]:
     """Extract every bag on a Ray cluster; returns, per bag in order, its ExtractResult or the error
@@ -69,7 +79,9 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     GPU (num_gpus=1) where the cluster has GPUs, else CPU actors of `threads` torch threads each, as
     many as the CPUs allow. Outputs mirror
     the bags' folders below their common root (output_dirs), so same-named bags of different robots
-    do not collide. `options` go to extract_bag (batch, dataset, dtype, compression, resume, ...);
+    do not collide. `refiner_options`: a Refiner per actor (LingBot-Depth, on the encoder's device),
+    built from these (model, weights, num_tokens, ...); None: no refinement.
+    `options` go to extract_bag (batch, dataset, dtype, compression, resume, ...);
     a retried bag always resumes. `on_batch` runs in the actor after each written batch.
     """
     import ray
@@ -84,11 +96,17 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(threads, 1)}
     count = min(len(paths), gpus or max(1, cpus // max(threads, 1)))
     opts = dict(encoder_options or {})
+    refine = None if refiner_options is None else dict(refiner_options)
     if gpus:
         opts.setdefault("device", "cuda")
+        if str(opts["device"]).startswith("cpu"):
+            log.warning("the cluster has %d GPU(s) but the device is %s: each actor holds a GPU and computes on "
+                        "the CPU (pass device cuda, --device cuda)", gpus, opts["device"])
+    if refine is not None:
+        refine.setdefault("device", opts.get("device") or "cpu")
     worker = ray.remote(**resources)(_Worker)
     counter = ray.remote(num_cpus=0)(_Progress).remote()
-    idle = [worker.remote(opts, threads) for _ in range(count)]
+    idle = [worker.remote(opts, threads, refine) for _ in range(count)]
     results: list[ExtractResult | Exception | None] = [None] * len(paths)
     attempts = [0] * len(paths)
     queue = list(range(len(paths)))
@@ -112,7 +130,7 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                     results[i] = ray.get(task)
                     idle.append(actor)
                 except ray.exceptions.RayActorError as exc:  # the actor died: retry on a fresh one
-                    idle.append(worker.remote(opts, threads))
+                    idle.append(worker.remote(opts, threads, refine))
                     if attempts[i] <= retries:
                         queue.insert(0, i)
                         continue
