@@ -39,7 +39,7 @@ from .node_params import (
     usage,
 )
 from .pipeline import Camera, InferenceLoop, LatestFrames, Processor, TorchThreads
-from .reliability import Handover, follow_publishers
+from .reliability import Handover, follow_due, follow_publishers
 from .runner import forward_logs
 
 OK = TransitionCallbackReturn.SUCCESS
@@ -57,9 +57,8 @@ class DefmNode(LifecycleNode):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Wall-clock timers: with use_sim_time a paused bag must not stop diagnostics or QoS following.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        # Often: until a new camera's publisher is followed, the node holds a reliable and a best-effort
-        # reader, and the second copy of each 614 KB frame costs the reliable reader frames.
-        self.create_timer(0.1, self._follow_publishers, clock=steady)
+        self._ticks = 0  # of the follow timer: often during a handover, each second once settled (follow_due)
+        self.create_timer(0.1, self._follow_tick, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self.encoder, self.refiner, self.cameras, self.frames, self.processor = None, None, [], None, None
         self.failure: Exception | None = None  # why the last transition failed
@@ -171,6 +170,12 @@ class DefmNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # --- input ------------------------------------------------------------------------------------
+    def _follow_tick(self) -> None:
+        self._ticks += 1
+        subs = [h for c in self.cameras for h in c.subs.values()]
+        if follow_due(subs, sum(len(c.source.topics) for c in self.cameras), self._ticks):
+            self._follow_publishers()
+
     def _follow_publishers(self) -> None:
         """(Re)subscribe each input topic with the reliability its publishers call for (reliability.py);
         a subscription no longer wanted goes once its replacement has matched every publisher."""

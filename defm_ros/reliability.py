@@ -15,6 +15,8 @@ from typing import Any
 
 from .choices import RELIABILITIES, check_choice
 
+FOLLOW_SETTLED_EVERY = 10  # ticks of the node's 0.1 s follow timer between graph queries once settled: 1 s
+
 
 def follow_publishers(setting: str, offers: Sequence[str], current: tuple[str, ...]) -> tuple[str, ...]:
     """The reliabilities to subscribe with: one, or both while no publisher is known.
@@ -96,3 +98,14 @@ class Handover:
     def _forget(self) -> None:
         self._seen.clear()
         self._newest = None
+
+
+def follow_due(handovers: Sequence[Handover], topics: int, tick: int) -> bool:
+    """Whether the node queries the graph on this tick of its follow timer (a query per input topic).
+
+    Every tick while a topic has no subscription yet or two (a handover: the second copy of each frame
+    costs the reliable reader frames); once every topic has one, every FOLLOW_SETTLED_EVERY-th tick, so a
+    new publisher of another reliability is still followed within a second.
+    """
+    settled = len(handovers) == topics and all(len(h.subs) == 1 for h in handovers)
+    return not settled or tick % FOLLOW_SETTLED_EVERY == 0

@@ -72,3 +72,16 @@ def test_one_subscription_takes_everything():
     h.add("reliable", Sub())
     info = {"source_timestamp": 5}
     assert not h.taken(info, b"a") and not h.taken(info, b"a")  # repeats are the publisher's, not copies
+
+
+def test_the_graph_is_queried_every_tick_until_settled_then_every_tenth():
+    from defm_ros.reliability import FOLLOW_SETTLED_EVERY, follow_due
+
+    pending, settled = Handover(), Handover()
+    pending.add("reliable", "r")
+    pending.add("best_effort", "b")  # a handover: two readers
+    settled.add("reliable", "r")
+    assert all(follow_due([pending, settled], 2, t) for t in range(1, 25))
+    assert all(follow_due([settled], 2, t) for t in range(1, 25))  # a topic not subscribed yet
+    due = [t for t in range(1, 25) if follow_due([settled, settled], 2, t)]
+    assert due == [FOLLOW_SETTLED_EVERY, 2 * FOLLOW_SETTLED_EVERY]
