@@ -81,7 +81,7 @@ class Probe:
 
     def __init__(self, name: str = "probe") -> None:
         self.node = rclpy.create_node(name)
-        self.received: dict[str, list] = {}
+        self.received: dict[tuple, list] = {}
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._stop = False
@@ -93,12 +93,17 @@ class Probe:
             self.executor.spin_once(timeout_sec=0.05)
 
     def listen(self, msg_type, topic: str, reliable: bool = True, latched: bool = False) -> list:
-        qos = QoSProfile(depth=100,
-                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-        box = self.received.setdefault(topic, [])
-        self.node.create_subscription(msg_type, topic, box.append, qos)
-        return box
+        """The list that collects `topic`'s messages. One subscription per topic and QoS for the probe's
+        whole life: listening again returns the same list, so no message is recorded twice and the
+        probe does not pile up readers (each one a writer's node must serve and acknowledge)."""
+        key = (topic, msg_type, reliable, latched)
+        if key not in self.received:
+            qos = QoSProfile(depth=100,
+                             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            self.received[key] = []
+            self.node.create_subscription(msg_type, topic, self.received[key].append, qos)
+        return self.received[key]
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
