@@ -22,6 +22,7 @@ pytestmark = pytest.mark.ros
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from defm_ros.extract.sinks import stamp_ns  # noqa: E402
 from defm_ros.features import from_msg  # noqa: E402
 
 SIZE = [224, 224]
@@ -64,7 +65,7 @@ def _extracted(bag, out, model: str, ckpt, topics: list[str], batch: int) -> dic
     result = extract_bag(bag, out, encoder=enc, topics=topics, batch=batch, progress=False)
     assert result.complete
     feats = read_features(out / "run_features")
-    return {(topic, m.header.stamp.sec * 10**9 + m.header.stamp.nanosec): m
+    return {(topic, stamp_ns(m.header)): m
             for topic, msgs in feats.items() if not topic.endswith("/info") for _, m in msgs}
 
 
@@ -109,7 +110,7 @@ def test_replayed_features_are_bitwise_those_extract_writes(probe, bag, tmp_path
     want = _extracted(bag, tmp_path / "x", model, ckpt, ["/cam/depth"], batch=1)
     for kind, msgs in (("dense", dense), ("cls", cls)):
         for m in msgs:
-            stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+            stamp = stamp_ns(m.header)
             ref = want[(f"/cam/depth/features/{kind}", stamp)]
             assert m.encoding == ref.encoding and m.header.frame_id == ref.header.frame_id
             assert np.array_equal(from_msg(m), from_msg(ref)), (kind, stamp)  # bitwise, batch 1
@@ -181,7 +182,7 @@ def test_cameras_batched_by_the_node_match_extract_within_1e5(probe, stereo_bag,
         assert len(dense) == len(cls) == int(status["published_frames"]) >= N - 1, status
         for kind, msgs in (("dense", dense), ("cls", cls)):
             for m in msgs:
-                key = (f"{c}/depth/features/{kind}", m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+                key = (f"{c}/depth/features/{kind}", stamp_ns(m.header))
                 assert m.header.frame_id == same[key].header.frame_id == single[key].header.frame_id
                 assert np.array_equal(from_msg(m), from_msg(same[key])), key
                 worst = max(worst, float(np.abs(from_msg(m) - from_msg(single[key])).max()))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -120,16 +122,12 @@ class _Prefetch:
     _END = object()
 
     def __init__(self, make: Callable[[], Iterator[Any]], depth: int) -> None:
-        import queue
-
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, args=(make,), name="extract-reader", daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
-        import queue
-
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -164,8 +162,6 @@ class _Prefetch:
             yield item
 
     def close(self) -> None:
-        import queue
-
         self._stop.set()
         with contextlib.suppress(queue.Empty):
             while True:
@@ -397,9 +393,10 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
     ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
     kind = INPUTS[enc.info["modality"]]
     pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
-    topics = result.topics + list(depth_of)
-    reader = (kind, {"depth_scale": depth_scale}, done[sinks.index(bag_sink)] if bag_sink else None,
-              done[sinks.index(ds_sink)] if ds_sink else None)
+    read = functools.partial(_read, topics=result.topics + list(depth_of), depth_of=depth_of, pairers=pairers,
+                             kind=kind, params={"depth_scale": depth_scale},
+                             bag_done=done[sinks.index(bag_sink)] if bag_sink else None,
+                             ds_done=done[sinks.index(ds_sink)] if ds_sink else None)
     rejected: Counter[str] = Counter()
     pending: dict[tuple[int, ...], list[_Frame]] = defaultdict(list)  # frames of one shape share a pass
     queued = 0
@@ -450,13 +447,13 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
 
     def own_source() -> Iterator[_Frame | _Skip | None]:
         with BagSource(source.path) as mine:  # the reader thread's own (sqlite connections stay on one thread)
-            yield from _read(mine, topics, depth_of, pairers, *reader)
+            yield from read(mine)
 
     bar = tqdm(total=result.frames_total or None, unit="frame", desc=Path(result.bag).name,
                disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     reached_end = False
-    events = _Prefetch(own_source, 2 * batch) if prefetch else _read(source, topics, depth_of, pairers, *reader)
+    events = _Prefetch(own_source, 2 * batch) if prefetch else read(source)
     try:
         try:
             for ev in events:
