@@ -52,6 +52,7 @@ class ColorPreprocess:
     input_name: ClassVar[str] = "image"
     modality: ClassVar[str] = "color"
     input_description: ClassVar[str] = "uint8 RGB (B, H, W, 3)"
+    net_channels: ClassVar[int] = 3
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         return _normalizer(self.raw_size(rgb), self.geometry.resize, str(rgb.device))(rgb)

@@ -165,8 +165,12 @@ class Encoder:
 
     def _adopt_onnx(self, path: Path, side: dict[str, Any]) -> None:
         """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
-        check_sidecar(side, self._base, path)
         base = self._base
+        if self.spec.family == "lingbot":  # the architecture came with the checkpoint, and so with the file
+            base.cls_channels, base.dense_channels = side["cls_channels"], side["dense_channels"]
+            self._prep = RGBDPreprocess(self.geometry, side["normalization"]["remap_depth_in"])
+            base.normalization = self._prep.describe()
+        check_sidecar(side, base, path)
         base.weights, base.checkpoint_sha256 = side.get("weights", ""), side.get("checkpoint_sha256", "")
         base.random_weights = bool(side.get("random_weights"))
         base.warnings.extend(w for w in side.get("warnings", []) if w not in base.warnings)

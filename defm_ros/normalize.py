@@ -128,6 +128,7 @@ class DepthPreprocess:
     input_name: ClassVar[str] = "depth"
     modality: ClassVar[str] = "depth"
     input_description: ClassVar[str] = "raw depth in metres (B, H, W)"
+    net_channels: ClassVar[int] = 3
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         return normalize_depth(depth, self.geometry, self.mode)

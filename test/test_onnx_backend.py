@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import onnxruntime as ort
 import pytest
@@ -223,54 +225,224 @@ def test_bench_runs_a_colour_model_on_colour_frames(capsys):
     assert "480x640 color" in out and "onnxruntime" in out
 
 
-def test_tensorrt_profile_covers_batch_1_to_max_for_dynamic_files_only(tmp_path):
-    import onnx
-
+def test_tensorrt_profile_covers_batch_1_to_max_for_dynamic_inputs_only():
     from defm_ros.backends.onnx_backend import trt_profile
 
-    torch.manual_seed(0)
-    enc = Encoder("defm_resnet18", weights="random")
-    dynamic, fixed = tmp_path / "dyn.onnx", tmp_path / "fixed.onnx"
-    enc.export_onnx(dynamic, camera_size=CAMERA)
-    enc.export_onnx(fixed, camera_size=CAMERA, batch=1)
-    name = onnx.load(dynamic).graph.input[0].name
-    assert trt_profile(onnx.load(dynamic), 4) == {"trt_profile_min_shapes": f"{name}:1x480x640",
-                                                   "trt_profile_opt_shapes": f"{name}:4x480x640",
-                                                   "trt_profile_max_shapes": f"{name}:4x480x640"}
-    assert trt_profile(onnx.load(fixed), 4) == {}
-    graph = onnx.load(dynamic)
-    graph.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "height"  # a symbolic height: no profile
-    assert trt_profile(graph, 4) == {}
+    assert trt_profile({"depth": [None, 480, 640]}, 4) == {"trt_profile_min_shapes": "depth:1x480x640",
+                                                           "trt_profile_opt_shapes": "depth:4x480x640",
+                                                           "trt_profile_max_shapes": "depth:4x480x640"}
+    assert trt_profile({"depth": [1, 480, 640]}, 4) == {}
+    assert trt_profile({"depth": [None, None, 640]}, 4) == {}  # a symbolic height: no profile can be stated
 
 
-def test_tensorrt_gets_the_profile_for_the_network_and_the_preprocessing_sessions(tmp_path, monkeypatch):
-    """On a machine with the TensorRT EP (faked here: this onnxruntime has none), every session is
-    created with the profile, and a batch beyond it is refused before ORT sees it."""
+def test_tensorrt_gets_the_profile_from_the_sidecar_and_refuses_larger_batches(tmp_path, monkeypatch):
+    """On a machine with the TensorRT EP (faked here: this onnxruntime has none), the network's session is
+    created with the profile that its sidecar's input shape gives (the .onnx itself, 1.2 GB for ViT-L, is
+    not read for it), and a batch beyond the profile is refused before ORT sees it."""
     torch.manual_seed(0)
     enc = Encoder("defm_resnet18", weights="random")
     path = tmp_path / "net.onnx"
-    enc.export_onnx(path)  # network only, dynamic batch: a preprocessing session per camera size
-    monkeypatch.setattr(ort, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    created = []
-    real = ort.InferenceSession
+    enc.export_onnx(path, check=False)  # network only, dynamic batch: a preprocessing session per camera size
+    fake = FakeGpuOrt(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    import onnx
 
-    def session(model, so, providers, provider_options):
-        created.append(dict(zip(providers, provider_options, strict=True)))
-        return real(model, so, providers=["CPUExecutionProvider"])
-
-    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(onnx, "load", lambda *a, **kw: pytest.fail("the .onnx file was read for its shapes"))
     be = OnnxBackend(path, PREP, device="cuda", trt=True, trt_max_batch=3)
     be.preprocess(torch.zeros(2, *CAMERA), PREP)
-    assert len(created) == 2
-    for opts in created:
-        trt = opts["TensorrtExecutionProvider"]
-        assert trt["trt_profile_min_shapes"].endswith(":1x" + trt["trt_profile_max_shapes"].split(":3x")[1])
-        assert trt["trt_engine_cache_enable"] and "trt_profile_min_shapes" not in opts["CUDAExecutionProvider"]
-    assert created[0]["TensorrtExecutionProvider"]["trt_profile_max_shapes"].endswith(":3x3x224x224")
-    assert created[1]["TensorrtExecutionProvider"]["trt_profile_max_shapes"].endswith(":3x480x640")
-    be.providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]  # what a real TensorRT machine reports
+    (net,) = fake.with_provider("TensorrtExecutionProvider")
+    trt = net["options"]["TensorrtExecutionProvider"]
+    assert trt["trt_profile_min_shapes"] == "input:1x3x224x224" and trt["trt_profile_max_shapes"] == "input:3x3x224x224"
+    assert trt["trt_engine_cache_enable"] and "trt_profile_min_shapes" not in net["options"]["CUDAExecutionProvider"]
+    assert be.report().extra["tensorrt_max_batch"] == 3
     with pytest.raises(ValueError, match="larger than the TensorRT engine's profile"):
         be.run(torch.zeros(4, 3, 224, 224))
     with pytest.raises(ValueError, match="trt_max_batch must be >= 1"):
         OnnxBackend(path, PREP, trt_max_batch=0)
+
+
+# --- the GPU branches, run on the CPU: IO binding everywhere, faked GPU providers -------------------------------
+
+
+class FakeGpuOrt:
+    """onnxruntime as a GPU machine shows it (providers faked): every session really runs on the CPU and
+    records what it was given, and reports the providers it was asked for, as a working GPU build would."""
+
+    def __init__(self, monkeypatch, providers=("TensorrtExecutionProvider", "CUDAExecutionProvider")):
+        self.created: list[dict] = []
+        real = ort.InferenceSession
+        monkeypatch.setattr(ort, "get_available_providers", lambda: [*providers, "CPUExecutionProvider"])
+
+        def session(model, so, providers, provider_options):
+            self.created.append({"model": model, "options": dict(zip(providers, provider_options, strict=True))})
+            sess = real(model, so, providers=["CPUExecutionProvider"])
+            sess.get_providers = lambda: list(providers)
+            return sess
+
+        monkeypatch.setattr(ort, "InferenceSession", session)
+
+    def with_provider(self, name: str) -> list[dict]:
+        return [c for c in self.created if name in c["options"]]
+
+
+def _float64_tensors(model) -> list[str]:
+    """What in a graph (a path or serialized bytes) is float64: initializers, casts, constants, values."""
+    import onnx
+
+    proto = onnx.load(model) if isinstance(model, str) else onnx.load_from_string(model)
+    g, double = proto.graph, onnx.TensorProto.DOUBLE
+    found = [f"initializer {t.name}" for t in g.initializer if t.data_type == double]
+    for n in g.node:
+        for a in n.attribute:
+            if (n.op_type == "Cast" and a.name == "to" and a.i == double) or (a.t and a.t.data_type == double):
+                found.append(f"{n.op_type} {n.name}")
+    found += [f"value {v.name}" for v in (*g.input, *g.output, *g.value_info)
+              if v.type.tensor_type.elem_type == double]
+    return found
+
+
+RGBD_SIZE = (140, 196)  # a 10 x 14 patch grid: LingBot's small config in a fraction of a second
+
+
+@pytest.fixture(scope="module")
+def rgbd_ckpt(tmp_path_factory):
+    """A LingBot-Depth model.pt in the official layout, small config (no oracle needed to write it)."""
+    from defm_ros.models.lingbot import build_lingbot
+
+    from .lingbot_config import SMALL
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("lingbot") / "model.pt"
+    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, path)
+    return path
+
+
+def _rgbd_frames(batch: int = 2):
+    from defm_ros.rgbd_preprocess import pack
+    from defm_ros.sample_data import sample_color
+
+    rgb = sample_color(CAMERA, batch)[0]
+    return pack(rgb, sample_depth(CAMERA, batch)[0])
+
+
+def test_every_run_goes_through_io_binding_with_declared_buffers(monkeypatch, rgbd_ckpt):
+    """The CPU runs the CUDA path's IO binding, so declared output shapes and dtypes are checked in CI: the
+    RGB-D preprocessing graph makes 4 channels, and a buffer declared with 3 fails on any device."""
+    calls = {"bound": 0}
+    real_bound = ort.InferenceSession.run_with_iobinding
+
+    def bound(self, *a, **kw):
+        calls["bound"] += 1
+        return real_bound(self, *a, **kw)
+
+    ref = Encoder("lingbot_rgbd_vitl14", weights=rgbd_ckpt, input_size=RGBD_SIZE)
+    enc = Encoder("lingbot_rgbd_vitl14", weights=rgbd_ckpt, backend="onnxruntime", input_size=RGBD_SIZE)  # exports
+    monkeypatch.setattr(ort.InferenceSession, "run_with_iobinding", bound)
+    monkeypatch.setattr(ort.InferenceSession, "run", lambda *a, **kw: pytest.fail("a run without IO binding"))
+    x = _rgbd_frames()
+    _assert_close(enc.encode(x), ref.encode(x))
+    assert calls["bound"] == 2  # the preprocessing graph, then the network
+    assert enc.preprocess(x).shape == (2, 4, *RGBD_SIZE)
+
+
+def test_onnxruntime_gpu_beside_a_cpu_only_torch_runs_through_host_memory_loudly(monkeypatch, fused_file, frames,
+                                                                                caplog):
+    """The Jetson mistake: onnxruntime-gpu with a CPU-only torch. ORT keeps the GPU, frames stay in host
+    memory (torch cannot hold CUDA tensors), and the info says so; strict refuses."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    FakeGpuOrt(monkeypatch, ("CUDAExecutionProvider",))
+    path, ref = fused_file
+    with caplog.at_level(logging.WARNING, logger="defm_ros"):
+        enc = Encoder("defm_efficientnet_b0", weights=path, backend="onnxruntime", device="cuda")
+    assert enc.device == torch.device("cpu")  # where frames go
+    _assert_close(enc.encode(frames[1]), ref.encode(frames[1]))
+    info = enc.info
+    assert info["device"] == "cuda" and info["extra"]["io_device"] == "cpu"
+    assert info["providers"][0] == "CUDAExecutionProvider"
+    assert any("torch has no CUDA" in w and "host memory" in w for w in info["warnings"]), info["warnings"]
+    assert "torch has no CUDA" in caplog.text
+    with pytest.raises(DeviceUnavailableError, match="torch has no CUDA"):
+        Encoder("defm_efficientnet_b0", weights=path, backend="onnxruntime", device="cuda", strict=True)
+
+
+@pytest.mark.parametrize("model", ["defm_resnet18", "theia_tiny", "lingbot_rgbd_vitl14"])
+def test_tensorrt_gets_no_preprocessing_and_no_float64(monkeypatch, tmp_path, model, rgbd_ckpt):
+    """Preprocessing graphs hold float64 (colour, RGB-D) and values beyond fp16's range: TensorRT has no
+    float64 and its fp16 flag would overflow. They run on the CUDA provider only; a file with its
+    preprocessing fused in is not offered to TensorRT at all (a loud downgrade)."""
+    from defm_ros.sample_data import sample_inputs
+
+    rgbd = model.startswith("lingbot")
+    torch.manual_seed(0)
+    enc = Encoder(model, weights=rgbd_ckpt if rgbd else "random", input_size=RGBD_SIZE if rgbd else None)
+    net_only, fused = tmp_path / "net.onnx", tmp_path / "fused.onnx"
+    enc.export_onnx(net_only, check=False)
+    enc.export_onnx(fused, camera_size=CAMERA, check=False)
+    fake = FakeGpuOrt(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # buffers on the CPU; providers as on a GPU
+    raw = torch.from_numpy(sample_inputs(enc.spec.modality, CAMERA, 2)[0])
+    for path in (net_only, fused):
+        run = Encoder(model, weights=path, backend="onnxruntime", device="cuda", precision="fp16", trt=True,
+                      trt_cache_dir=tmp_path / "trt")
+        run.encode(raw)
+    trt = fake.with_provider("TensorrtExecutionProvider")
+    assert len(trt) == 1 and trt[0]["model"] == str(net_only)  # the network-only file, nothing else
+    for c in fake.created:
+        if "TensorrtExecutionProvider" in c["options"]:
+            assert _float64_tensors(c["model"]) == []
+        else:
+            assert list(c["options"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert len(fake.created) == 3  # the network on TensorRT, its preprocessing graph, the fused file
+    assert any("fused" in w and "TensorRT" in w for w in run.info["warnings"]), run.info["warnings"]
+
+
+def _trt_dir(fake: FakeGpuOrt) -> str:
+    (c,) = fake.with_provider("TensorrtExecutionProvider")
+    fake.created.clear()
+    return c["options"]["TensorrtExecutionProvider"]["trt_engine_cache_path"]
+
+
+def test_tensorrt_engine_cache_is_keyed_by_what_the_engine_depends_on(monkeypatch, tmp_path):
+    """ORT names an engine by file name, tensor names and versions only: a re-export of other weights under
+    the same name, or another profile or precision, must get its own engine, never the old one."""
+    from filelock import FileLock, Timeout
+
+    path, cache = tmp_path / "net.onnx", tmp_path / "trt"
+
+    def export(seed: int, precision: str = "fp32") -> None:
+        torch.manual_seed(seed)
+        Encoder("defm_resnet18", weights="random").export_onnx(path, precision=precision, check=False)
+
+    export(0)
+    fake = FakeGpuOrt(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    held = []
+    real = ort.InferenceSession
+
+    def locked(model, so, providers, provider_options):  # is the engine folder locked while ORT builds?
+        opts = dict(zip(providers, provider_options, strict=True)).get("TensorrtExecutionProvider")
+        if opts is not None:
+            try:
+                FileLock(os.path.join(opts["trt_engine_cache_path"], ".lock")).acquire(timeout=0)
+                held.append(False)
+            except Timeout:
+                held.append(True)
+        return real(model, so, providers, provider_options)
+
+    monkeypatch.setattr(ort, "InferenceSession", locked)
+
+    def engine_dir(**kw) -> str:
+        OnnxBackend(path, PREP, device="cuda", trt=True, trt_cache_dir=cache, **kw)
+        return _trt_dir(fake)
+
+    first = engine_dir()
+    assert engine_dir() == first  # the same file and settings reuse their engine
+    assert os.path.dirname(first) == str(cache)
+    export(1)  # other weights, same file name
+    other_weights = engine_dir()
+    assert engine_dir(trt_max_batch=16) not in (first, other_weights)
+    export(1, "fp16")
+    assert engine_dir() not in (first, other_weights)
+    assert other_weights != first and held and all(held)
+    key = json.loads((tmp_path / "trt" / os.path.basename(first) / "key.json").read_text())
+    assert {"onnx_sha256", "precision", "trt_max_batch", "tensorrt", "onnxruntime", "gpu"} <= set(key)

@@ -24,6 +24,7 @@ class Preprocess(Protocol):
     input_name: ClassVar[str]  # the raw input's name in an exported graph
     modality: ClassVar[str]  # "depth" or "color": which sample frames check an export
     input_description: ClassVar[str]
+    net_channels: ClassVar[int]  # channels of the network input it makes
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor: ...
 
