@@ -8,7 +8,6 @@ x / 127.5 - 1. These are not ImageNet's mean and std.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,13 +36,6 @@ class ColorNormalize(nn.Module):
         return (x - self.mean) / self.std  # then normalize in float32, as the processor does
 
 
-@functools.lru_cache(maxsize=16)
-def _normalizer(camera_size: tuple[int, int], size: tuple[int, int], device: str) -> ColorNormalize:
-    norm = ColorNormalize(camera_size, size).to(device)
-    norm.resize.to_device(torch.device(device))
-    return norm
-
-
 @dataclass(frozen=True)
 class ColorPreprocess:
     """uint8 RGB (B, H, W, 3) -> Theia's network input: the Preprocess of colour models."""
@@ -55,7 +47,12 @@ class ColorPreprocess:
     net_channels: ClassVar[int] = 3
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        return _normalizer(self.raw_size(rgb), self.geometry.resize, str(rgb.device))(rgb)
+        return self.module(self.raw_size(rgb), rgb.device)(rgb)
+
+    def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
+        norm = ColorNormalize(tuple(camera_size), self.geometry.resize).to(device)
+        norm.resize.to_device(torch.device(device))
+        return norm
 
     def __str__(self) -> str:
         return f"the ViT image processor to {self.geometry.resize[0]}x{self.geometry.resize[1]}"

@@ -115,6 +115,17 @@ class GraphNormalize(nn.Module):
         return planes_to_input(self.resize(planes), lo, hi, self.geometry)
 
 
+class DepthNormalize(nn.Module):
+    """normalize_depth as a module (it holds nothing on a device): what a torch backend runs eagerly."""
+
+    def __init__(self, geometry: InputGeometry, mode: str) -> None:
+        super().__init__()
+        self.geometry, self.mode = geometry, mode
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        return normalize_depth(depth, self.geometry, self.mode)
+
+
 @dataclass(frozen=True)
 class DepthPreprocess:
     """Depth in metres (B, H, W) -> the DeFM network input: the Preprocess of depth models.
@@ -132,6 +143,9 @@ class DepthPreprocess:
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         return normalize_depth(depth, self.geometry, self.mode)
+
+    def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
+        return DepthNormalize(self.geometry, self.mode)
 
     def __str__(self) -> str:
         return f"the {self.mode} depth normalization to {self.geometry.resize[0]}x{self.geometry.resize[1]}"

@@ -98,7 +98,10 @@ class RGBDPreprocess:
     net_channels: ClassVar[int] = 4
 
     def __call__(self, rgbd: torch.Tensor) -> torch.Tensor:
-        return RGBDNormalize(None, self.geometry.resize, self.remap).to(rgbd.device)(rgbd)
+        return self.module(self.raw_size(rgbd), rgbd.device)(rgbd)
+
+    def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
+        return RGBDNormalize(None, self.geometry.resize, self.remap).to(device)
 
     def __str__(self) -> str:
         return f"the RGB-D preparation to {self.geometry.resize[0]}x{self.geometry.resize[1]}"

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..choices import DEFAULT_PRECISION, ONNX_PRECISIONS, check_choice
 from ..info import StreamInfo
+from ..models import use_fused_attention
 from .base import Preprocess
 
 OPSET = 18
@@ -71,6 +72,19 @@ def _fixed_pos_embed(net: nn.Module, info: StreamInfo) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _explicit_attention(net: nn.Module) -> Iterator[None]:
+    """The explicit attention while tracing, whatever a torch backend chose for the live model: the graph
+    then holds upstream's op order, and ONNX Runtime fuses it on its own."""
+    flags = [(m, m.fused_attention) for m in net.modules() if hasattr(m, "fused_attention")]
+    use_fused_attention(net, False)
+    try:
+        yield
+    finally:
+        for m, on in flags:
+            m.fused_attention = on
+
+
+@contextlib.contextmanager
 def _centered_layer_norms(net: nn.Module) -> Iterator[None]:
     """LayerNorm traced as LayerNorm(x - mean(x)), which is the same function. ONNX Runtime before 1.2x
     (1.23, the newest for Python 3.10) computes the variance as E[x^2] - E[x]^2 on the CPU, which
@@ -99,7 +113,7 @@ def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None,
     if half:
         net = copy.deepcopy(net).half()
     example = torch.zeros(batch or 2, channels, *info.padded_size)
-    with _fixed_pos_embed(net, info), _centered_layer_norms(net):
+    with _fixed_pos_embed(net, info), _centered_layer_norms(net), _explicit_attention(net):
         # eval(): the exporter restores the wrapper's training flag afterwards, recursively into `net`
         return to_onnx(_FloatIO(net, half).eval(), example, NET_INPUT, list(OUTPUT_NAMES), batch is None)
 

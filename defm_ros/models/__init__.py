@@ -3,7 +3,7 @@
 from ..choices import DEFAULT_DENSE_LEVEL
 from .registry import MODELS, REFINERS, ModelSpec, dense_stride, get_spec
 
-__all__ = ["MODELS", "REFINERS", "ModelSpec", "build_model", "dense_stride", "get_spec"]
+__all__ = ["MODELS", "REFINERS", "ModelSpec", "build_model", "dense_stride", "get_spec", "use_fused_attention"]
 
 
 def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL, config: dict | None = None):
@@ -25,3 +25,12 @@ def build_model(name: str, dense_level: str = DEFAULT_DENSE_LEVEL, config: dict 
     from .cnn import DeFMCNN
 
     return DeFMCNN(spec, dense_level=dense_level)
+
+
+def use_fused_attention(net, on: bool) -> None:
+    """Attention by torch's fused kernel (SDPA: flash / memory-efficient on a GPU), or in upstream's explicit
+    order of operations (exact parity with the references on the CPU). A flag on the attention modules
+    (`fused_attention`), not the input's device, so that the CPU suite runs both."""
+    for m in net.modules():
+        if hasattr(m, "fused_attention"):
+            m.fused_attention = on

@@ -39,6 +39,8 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    fused_attention = False  # models.use_fused_attention
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -48,7 +50,7 @@ class SelfAttention(nn.Module):
         b, n, c = x.shape
         q, k, v = (proj(x).view(b, n, self.heads, c // self.heads).transpose(1, 2)
                    for proj in (self.query, self.key, self.value))
-        if x.is_cuda:  # fused kernels; equal to the explicit form within fp error
+        if self.fused_attention:  # fused kernels; equal to the explicit form within fp error
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # transformers' eager order of operations, so CPU fp32 features match it to 1e-6
             weights = (torch.matmul(q, k.transpose(-1, -2)) * (c // self.heads) ** -0.5).softmax(dim=-1)

@@ -31,6 +31,8 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    fused_attention = False  # models.use_fused_attention
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -40,7 +42,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        if x.is_cuda:  # fused flash/memory-efficient kernels; equal to the explicit form within fp error
+        if self.fused_attention:  # fused flash/memory-efficient kernels; equal to the explicit form within fp error
             x = F.scaled_dot_product_attention(q, k, v)
         else:  # upstream's exact operation order, so CPU fp32 features match the reference to 1e-5
             x = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
