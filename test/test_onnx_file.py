@@ -181,6 +181,23 @@ def test_fp16_export_is_half_inside_float_outside(tmp_path):
     io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
     assert io_types == {onnx.TensorProto.FLOAT}
     assert next(enc.net.parameters()).dtype == torch.float32  # the torch model is left as it was
+    assert check["reference_half"] == "torch fp16 cpu"
+    for name in ("cls", "dense"):
+        assert 0 < check[f"max_abs_err_{name}_half_reference"] <= check[f"tolerance_{name}"]
+
+
+def test_fp16_export_is_refused_where_an_intermediate_overflows_fp16(tmp_path):
+    """ONNX Runtime's CPU provider runs fp16 Conv/MatMul chains in fp32, so its check cannot see an
+    activation beyond fp16's 65504; a GPU stores it as inf and the features become NaN. Here conv1's
+    outputs reach ~1e5 and the GroupNorm after it brings them back: fine in fp32, inf in fp16."""
+    enc = _encoder("defm_resnet18", (64, 64))
+    with torch.no_grad():
+        enc.net.backbone.conv1.weight.mul_(1e5)
+    check = enc.export_onnx(tmp_path / "f.onnx", precision="fp32")["onnx"]["check"]
+    assert check["max_abs_err_dense"] <= FP32_TOLERANCE
+    with pytest.raises(ExportError, match=r"fp16 overflows.*cls.*export fp32.*bf16"):
+        enc.export_onnx(tmp_path / "h.onnx", precision="fp16")
+    assert not (tmp_path / "h.onnx").exists()
 
 
 def test_check_catches_a_graph_that_disagrees_with_torch():
@@ -190,6 +207,14 @@ def test_check_catches_a_graph_that_disagrees_with_torch():
     other = build_model("defm_resnet18").eval()  # different weights: the check must refuse
     with pytest.raises(ExportError, match="differs from torch"):
         check_model(model, other, DepthPreprocess(enc.geometry))
+
+
+def test_check_refuses_non_finite_outputs():
+    enc = _encoder("defm_resnet18", (64, 64))
+    with torch.no_grad():
+        enc.net.backbone.conv1.weight[0, 0, 0, 0] = math.inf  # NaN in torch and onnx alike: no parity to judge
+    with pytest.raises(ExportError, match="onnx output cls has .* non-finite values"):
+        check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry))
 
 
 def test_an_invalid_graph_is_refused_by_the_checker_before_anything_is_written(tmp_path, monkeypatch):

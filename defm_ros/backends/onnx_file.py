@@ -7,9 +7,11 @@ Two kinds of file come out of export_onnx, both with outputs `cls` and `dense` (
   and no torch at all.
 
 Every file passes `onnx.checker` and a self-check before it is written: ONNX Runtime runs it on real
-frames and its outputs are compared with the torch network's (fp32: max abs error <= 1e-4). A JSON
-sidecar `<file>.json` (the stream description plus the ONNX specifics and the check's numbers) lets a
-node publish ~/features/info from the ONNX file alone.
+frames and its outputs are compared with the torch network's (fp32: max abs error <= 1e-4). fp16 files
+are also compared with torch running the network in half precision, which overflows where a GPU would
+(ONNX Runtime's CPU provider computes fp16 Conv/MatMul in fp32 and hides it). A JSON sidecar
+`<file>.json` (the stream description plus the ONNX specifics and the check's numbers) lets a node
+publish ~/features/info from the ONNX file alone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..choices import DEFAULT_PRECISION
 from ..info import StreamInfo
 from ..sample_data import sample_inputs
 from .base import Preprocess
-from .graph import OPSET, OUTPUT_NAMES, joined, network_graph, preprocess_graph
+from .graph import OPSET, OUTPUT_NAMES, _FloatIO, joined, network_graph, preprocess_graph
 
 log = logging.getLogger("defm_ros")
 
@@ -55,12 +57,39 @@ def tolerance(precision: str, reference_max_abs: float) -> float:
     return FP32_TOLERANCE
 
 
+def _half_reference(net: nn.Module) -> nn.Module:
+    """A half copy of `net`, wrapped as the fp16 graph is (float32 in and out, half inside). Torch stores
+    every op's output in fp16, on the CPU too, so an activation beyond 65504 becomes inf here as on a
+    GPU; ONNX Runtime's CPU provider keeps fp16 Conv/MatMul chains in fp32 and would hide it."""
+    half = net.exportable() if hasattr(net, "exportable") else copy.deepcopy(net)  # exportable() copies
+    return _FloatIO(half.half(), half=True).eval()
+
+
+def _check_half(ref: list[np.ndarray], half: list[np.ndarray], report: dict[str, Any]) -> None:
+    """Refuse fp16 where the half reference overflows (non-finite where fp32 is finite) or strays beyond
+    tolerance("fp16"); its errors go into `report`."""
+    overflow = [name for name, r, h in zip(OUTPUT_NAMES, ref, half, strict=True)
+                if (~np.isfinite(h) & np.isfinite(r)).any()]
+    if overflow:
+        raise ExportError(f"fp16 overflows: torch in half precision gives non-finite {', '.join(overflow)} where "
+                          f"fp32 is finite (an activation beyond fp16's 65504 becomes inf on a GPU; ONNX "
+                          f"Runtime's CPU provider computes in fp32 and hides it); export fp32, or run bf16 "
+                          f"in torch (backend torch, precision bf16)")
+    for name, r, h in zip(OUTPUT_NAMES, ref, half, strict=True):
+        err, tol = float(np.abs(r - h).max()), tolerance("fp16", float(np.abs(r).max()))
+        report[f"max_abs_err_{name}_half_reference"] = err
+        if not err <= tol:
+            raise ExportError(f"torch in half precision differs from fp32 on output {name} by {err:.3g} "
+                              f"(> {tol:.3g}): fp16 loses too much here; export fp32, or run bf16 in torch")
+
+
 def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = DEFAULT_PRECISION,
                 camera_size: tuple[int, int] | None = None, batch: int | None = None) -> dict[str, Any]:
     """Run `model` (a ModelProto) in ONNX Runtime on real frames; compare with `net` (CPU, fp32).
 
     `camera_size`: the graph takes raw input of that size (preprocessing inside); else it takes the
-    network input. Raises ExportError when an output differs by more than tolerance(precision).
+    network input. Raises ExportError when an output is not finite or differs by more than
+    tolerance(precision); for fp16 also when `net` in half precision overflows or strays that far.
     """
     import onnxruntime as ort
 
@@ -68,15 +97,22 @@ def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = D
     x = prep(torch.from_numpy(raw))
     with torch.no_grad():
         ref = [t.numpy() for t in net(x)]
+        half = [t.numpy() for t in _half_reference(net)(x)] if precision == "fp16" else None
+    report: dict[str, Any] = {"frames": names, "provider": "CPUExecutionProvider", "reference": "torch fp32 cpu"}
+    if half is not None:
+        report["reference_half"] = "torch fp16 cpu"
+        _check_half(ref, half, report)
     so = ort.SessionOptions()
     so.log_severity_level = 3  # fp16 graphs make the CPU provider chatter about constant folding
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feed = raw if camera_size else x.numpy()
     got = sess.run(list(OUTPUT_NAMES), {sess.get_inputs()[0].name: feed})
-    report: dict[str, Any] = {"frames": names, "provider": "CPUExecutionProvider", "reference": "torch fp32 cpu"}
     for name, r, g in zip(OUTPUT_NAMES, ref, got, strict=True):
         if r.shape != g.shape:
             raise ExportError(f"onnx output {name} has shape {g.shape}, torch {r.shape}")
+        if not np.isfinite(g).all():
+            raise ExportError(f"onnx output {name} has {int((~np.isfinite(g)).sum())} non-finite values "
+                              f"({precision}, onnxruntime {ort_version()})")
         err, tol = float(np.abs(r - g).max()), tolerance(precision, float(np.abs(r).max()))
         report[f"max_abs_err_{name}"], report[f"tolerance_{name}"] = err, tol
         if not err <= tol:
