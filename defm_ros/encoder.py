@@ -59,8 +59,11 @@ class Features:
     cls: torch.Tensor
     dense: torch.Tensor
 
-    def numpy(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.cls.detach().cpu().numpy(), self.dense.detach().cpu().numpy()
+    def numpy(self, dtype: np.dtype | str = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """(cls, dense) on the host, in `dtype` (float32 or float16): a half download is converted on the
+        device first, so half the bytes cross to the host."""
+        t = torch.float16 if np.dtype(dtype) == np.float16 else torch.float32
+        return self.cls.detach().to(t).cpu().numpy(), self.dense.detach().to(t).cpu().numpy()
 
 
 class Encoder:
@@ -250,8 +253,8 @@ class Encoder:
         return DepthPreprocess(self.geometry, check_choice("depth_mode", depth_mode, DEPTH_MODES))
 
     def _batched(self, x: Any) -> torch.Tensor:
-        if isinstance(x, tuple) and self.spec.modality == "rgbd":  # (rgb, depth_m): pack them
-            x = pack(*(v.cpu().numpy() if isinstance(v, torch.Tensor) else v for v in x))
+        if isinstance(x, tuple) and self.spec.modality == "rgbd":  # (rgb, depth_m): pack them, where they lie
+            x = pack(*x)
         t = self.to_device(x)
         return t[None] if t.dim() == (2 if self.spec.modality == "depth" else 3) else t
 

@@ -38,7 +38,7 @@ from .node_params import (
     refusal,
     usage,
 )
-from .pipeline import Camera, InferenceLoop, LatestFrames, Processor, TorchThreads
+from .pipeline import Camera, InferenceLoop, LatestFrames, Processor, RefineStage, TorchThreads
 from .reliability import Handover, follow_due, follow_publishers
 from .runner import forward_logs
 
@@ -103,7 +103,7 @@ class DefmNode(LifecycleNode):
                                    ros_io.deserialize, self._publish,
                                    warn=lambda m: log.warn(m, throttle_duration_sec=2.0),
                                    error=lambda m: log.error(m, throttle_duration_sec=2.0), stopping=self.stopping,
-                                   stage=self._refine if self.refiner is not None else None)
+                                   stage=RefineStage(self.refiner, self._publish_refined) if self.refiner else None)
         self.state = "inactive"
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -223,15 +223,10 @@ class DefmNode(LifecycleNode):
             c.pubs[kind].publish(msg)
         c.published(frame, header.stamp.sec + header.stamp.nanosec * 1e-9, self.get_clock().now().nanoseconds * 1e-9)
 
-    def _refine(self, frames, rgbd):
-        """The stage before DeFM: refined depth from aligned colour + raw depth, published per frame."""
-        out = self.refiner.refine(rgbd[..., :3].astype("uint8"), rgbd[..., 3])
-        depth, mask = out.depth.cpu().numpy(), out.mask.cpu().numpy()
-        for k, frame in enumerate(frames):
-            header, pubs = frame.header(self.cameras[frame.camera].source), self.cameras[frame.camera].pubs
-            for kind, msg in refined_msgs(header, depth[k], mask[k]).items():
-                pubs[kind].publish(msg)
-        return depth
+    def _publish_refined(self, frame, depth, mask) -> None:
+        header, pubs = frame.header(self.cameras[frame.camera].source), self.cameras[frame.camera].pubs
+        for kind, msg in refined_msgs(header, depth, mask).items():
+            pubs[kind].publish(msg)
 
     # --- diagnostics ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -203,7 +203,7 @@ class Processor:
         for group in group_by_shape(decoded):
             self.batch_sizes.append(len(group))
             try:
-                self._encode_and_publish(group)
+                self._encode_and_publish(group, params["output_dtype"])
             except Exception as exc:
                 if self.stopping():
                     return  # SIGINT/SIGTERM invalidate the context (and publishers) before spin returns
@@ -211,13 +211,13 @@ class Processor:
                     self.stats[f.camera].errors += 1
                 self.error(f"publishing failed: {type(exc).__name__}: {exc}")
 
-    def _encode_and_publish(self, group: list[tuple[Frame, np.ndarray]]) -> None:
+    def _encode_and_publish(self, group: list[tuple[Frame, np.ndarray]], dtype: str) -> None:
         try:
             start = time.perf_counter()
             xs = np.stack([x for _, x in group])
             if self.stage is not None:
                 xs = self.stage([f for f, _ in group], xs)
-            cls, dense = self.encoder.encode(xs).numpy()
+            cls, dense = self.encoder.encode(xs).numpy(dtype)
             self.inference_s.append(time.perf_counter() - start)  # the stage's time included
         except Exception as exc:  # a backend fault (e.g. CUDA OOM) costs this batch, not the node
             for f, _ in group:
@@ -226,6 +226,21 @@ class Processor:
             return
         for k, (f, _) in enumerate(group):
             self.publish(f, f.header(self.inputs[f.camera]), cls[k], dense[k], xs[k])
+
+
+class RefineStage:
+    """The stage in front of a depth encoder (Processor's `stage`): refined depth from packed RGB-D, handed to
+    the encoder where it lies (on the refiner's device), its host copy and mask published per frame."""
+
+    def __init__(self, refiner: Any, publish: Callable[[Frame, np.ndarray, np.ndarray], None]) -> None:
+        self.refiner, self.publish = refiner, publish
+
+    def __call__(self, frames: list[Frame], rgbd: np.ndarray) -> Any:
+        out = self.refiner.refine_packed(rgbd)
+        depth, mask = out.depth.cpu().numpy(), out.mask.cpu().numpy()
+        for k, frame in enumerate(frames):
+            self.publish(frame, depth[k], mask[k])
+        return out.depth
 
 
 class TorchThreads:

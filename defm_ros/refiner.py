@@ -137,6 +137,12 @@ class Refiner:
                       None if points is None else torch.where(mask[..., None], points, nan))
         return out.squeeze() if single else out
 
+    def refine_packed(self, rgbd: np.ndarray | torch.Tensor) -> Refined:
+        """A packed RGB-D batch (rgbd_preprocess.pack, (B, H, W, 4)) -> Refined, on this device: the step in
+        front of a depth encoder (node and extraction), which takes `.depth` where it lies."""
+        rgb = rgbd[..., :3]
+        return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3])
+
 
 def _points(depth: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Back-projection of (B, H, W) depth with pixel intrinsics (3, 3) or (B, 3, 3) -> (B, H, W, 3)."""

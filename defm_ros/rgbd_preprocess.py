@@ -24,14 +24,25 @@ DEPTH_MIN = 0.01  # metres: below is no depth
 REMAPS = ("log", "linear")
 
 
-def pack(rgb: Any, depth: Any) -> np.ndarray:
-    """uint8 RGB (..., H, W, 3) and depth in metres (..., H, W) -> float32 (..., H, W, 4)."""
+def pack(rgb: Any, depth: Any) -> np.ndarray | torch.Tensor:
+    """uint8 RGB (..., H, W, 3) and depth in metres (..., H, W) -> float32 (..., H, W, 4). Arrays give an
+    array; torch tensors give a tensor on the colour's device (GPU frames never go through host memory)."""
+    if isinstance(rgb, torch.Tensor) or isinstance(depth, torch.Tensor):
+        rgb = torch.as_tensor(rgb)
+        depth = torch.as_tensor(depth, device=rgb.device).float()
+        _check_aligned(rgb.dtype == torch.uint8, rgb, depth)
+        return torch.cat((rgb.float(), depth[..., None]), dim=-1)
     rgb, depth = np.asarray(rgb), np.asarray(depth, dtype=np.float32)
-    if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
-        raise ValueError(f"colour must be uint8 RGB (..., H, W, 3), got {rgb.dtype} {rgb.shape}")
-    if rgb.shape[:-1] != depth.shape:
-        raise ValueError(f"colour {rgb.shape[:-1]} and depth {depth.shape} are not aligned (different sizes)")
+    _check_aligned(rgb.dtype == np.uint8, rgb, depth)
     return np.concatenate([rgb.astype(np.float32), depth[..., None]], axis=-1)
+
+
+def _check_aligned(uint8: bool, rgb: Any, depth: Any) -> None:
+    if not uint8 or rgb.shape[-1] != 3:
+        raise ValueError(f"colour must be uint8 RGB (..., H, W, 3), got {rgb.dtype} {tuple(rgb.shape)}")
+    if tuple(rgb.shape[:-1]) != tuple(depth.shape):
+        raise ValueError(f"colour {tuple(rgb.shape[:-1])} and depth {tuple(depth.shape)} are not aligned "
+                         "(different sizes)")
 
 
 def prepare(image: torch.Tensor, depth: torch.Tensor, size: tuple[int, int], remap: str,

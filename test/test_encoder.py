@@ -145,3 +145,36 @@ def test_theia_crops_other_sizes_to_its_patch_grid():
     enc = _enc("theia_tiny", input_size=(230, 330))
     assert tuple(enc.info["input_size"]) == (224, 320) and tuple(enc.info["dense_size"]) == (14, 20)
     assert enc.encode(np.zeros((2, 48, 64, 3), np.uint8)).dense.shape == (2, 192, 14, 20)
+
+
+# --- no trip through host memory for what lies on the device -------------------------------------------------
+
+
+def test_half_features_are_converted_before_the_download():
+    feats = _enc().encode(_depth())
+    cls, dense = feats.numpy("float16")
+    assert cls.dtype == dense.dtype == np.float16
+    want_cls, want_dense = feats.numpy()
+    assert np.array_equal(cls, want_cls.astype(np.float16)) and np.array_equal(dense, want_dense.astype(np.float16))
+
+
+def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
+    """(rgb, depth) tensors on the GPU are packed on the GPU: neither goes to host memory and back."""
+    from defm_ros.models.lingbot import build_lingbot
+    from defm_ros.rgbd_preprocess import pack
+
+    from .lingbot_config import SMALL
+
+    torch.manual_seed(0)
+    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, tmp_path / "model.pt")
+    enc = Encoder("lingbot_rgbd_vitl14", weights=tmp_path / "model.pt", input_size=(56, 70))
+    rng = np.random.default_rng(0)
+    rgb, depth = rng.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8), _depth()
+    want = enc.encode(pack(rgb, depth))
+    monkeypatch.setattr(torch.Tensor, "numpy", lambda *a, **kw: pytest.fail("a tensor went through numpy"))
+    got = enc.encode((torch.from_numpy(rgb), torch.from_numpy(depth)))
+    assert torch.equal(got.cls, want.cls) and torch.equal(got.dense, want.dense)
+    with pytest.raises(ValueError, match="not aligned"):
+        pack(torch.from_numpy(rgb), torch.from_numpy(depth[:, ::2]))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        pack(torch.from_numpy(rgb).float(), torch.from_numpy(depth))

@@ -101,11 +101,15 @@ class Msg:
         self.data = mm.astype("<u2").tobytes()
 
 
+PARAMS = {"depth_scale": 0.001, "output_dtype": "float32"}
+
+
 class FakeEncoder:
     """cls = the batch's mean depth per frame; dense = the depth itself; fails on a frame of all 4.242 m."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.dtypes: list[str] = []
 
     def encode(self, depth: np.ndarray):
         self.batches.append(len(depth))
@@ -113,7 +117,8 @@ class FakeEncoder:
             raise RuntimeError("CUDA out of memory")
 
         class Out:
-            def numpy(self_inner):
+            def numpy(self_inner, dtype):
+                self.dtypes.append(dtype)
                 return depth.mean(axis=(1, 2))[:, None], depth[:, None]
 
         return Out()
@@ -139,23 +144,23 @@ def test_processor_batches_equal_sizes_and_publishes_each_frame_with_its_header(
     proc, enc, stats, published, logs = _processor(3)
     frames = [_frame(0, np.full((4, 6), 1000), 7), _frame(1, np.full((4, 6), 2000), 8),
               _frame(2, np.full((8, 6), 3000), 9)]
-    proc.process(frames, {"depth_scale": 0.001})
+    proc.process(frames, PARAMS)
     assert enc.batches == [2, 1] and list(proc.batch_sizes) == [2, 1] and len(proc.inference_s) == 2
     assert sorted(published) == [(0, 7, 1.0), (1, 8, 2.0), (2, 9, 3.0)] and not logs
-    proc.process([_frame(0, np.full((4, 6), 1000), 10)], {"depth_scale": 0.0005})  # runtime parameter change
+    proc.process([_frame(0, np.full((4, 6), 1000), 10)], {**PARAMS, "depth_scale": 0.0005})  # runtime parameter change
     assert published[-1] == (0, 10, 0.5)
 
 
 def test_processor_rejects_bad_frames_and_survives_a_failing_forward_pass():
     proc, enc, stats, published, logs = _processor(2)
     proc.process([_frame(0, np.full((4, 6), 1000), 1, encoding="rgb8"), _frame(1, np.full((4, 6), 1000), 2)],
-                 {"depth_scale": 0.001})
+                 PARAMS)
     assert stats[0].rejected == 1 and published == [(1, 2, 1.0)]
     assert "rejected frame on /cam0/depth: unsupported depth encoding 'rgb8'" in logs[0]
-    proc.process([_frame(0, np.full((4, 6), 4242), 3), _frame(1, np.full((4, 6), 4242), 4)], {"depth_scale": 0.001})
+    proc.process([_frame(0, np.full((4, 6), 4242), 3), _frame(1, np.full((4, 6), 4242), 4)], PARAMS)
     assert stats[0].errors == stats[1].errors == 1 and len(published) == 1
     assert "inference failed, frame dropped: RuntimeError: CUDA out of memory" in logs[-1]
-    proc.process([_frame(0, np.full((4, 6), 1000), 5)], {"depth_scale": 0.001})
+    proc.process([_frame(0, np.full((4, 6), 1000), 5)], PARAMS)
     assert published[-1] == (0, 5, 1.0)
 
 
@@ -167,7 +172,7 @@ def test_processor_counts_a_failing_publish_but_not_during_shutdown():
             raise RuntimeError("publisher's context is invalid")
 
         proc.publish = publish
-        proc.process([_frame(0, np.full((4, 6), 1000), 1)], {"depth_scale": 0.001})
+        proc.process([_frame(0, np.full((4, 6), 1000), 1)], PARAMS)
         assert stats[0].errors == errors and bool(logs) == (not stopping)
 
 
@@ -247,3 +252,34 @@ def test_torch_threads_are_set_only_when_asked_and_changed(monkeypatch):
     for n in (0, 2, 2, 1, 0):
         threads.set(n)
     assert calls == [2, 1]  # 0 keeps torch's default; an unchanged count is not set again
+
+
+def test_processor_downloads_features_in_the_output_dtype():
+    proc, enc, _, published, _ = _processor(1)
+    proc.process([_frame(0, np.full((4, 6), 1000), 1)], {**PARAMS, "output_dtype": "float16"})
+    assert enc.dtypes == ["float16"] and len(published) == 1
+
+
+def test_refine_stage_hands_the_refined_depth_on_where_it_lies():
+    """The refined depth goes to the depth encoder as the refiner left it (a device tensor), never through host
+    memory and back; its host copy and mask go to the refined-depth topics, frame by frame."""
+    import torch
+
+    from defm_ros.pipeline import RefineStage
+    from defm_ros.refiner import Refined
+
+    class Refiner:
+        def refine_packed(self, rgbd):
+            self.got = rgbd
+            d = torch.from_numpy(rgbd[..., 3].copy())
+            return Refined(d, d > 1.0)
+
+    refiner, published = Refiner(), []
+    stage = RefineStage(refiner, lambda f, depth, mask: published.append((f, depth, mask)))
+    rgbd = np.stack([np.full((4, 6, 4), v, np.float32) for v in (0.5, 2.0)])
+    frames = [_frame(0, np.zeros((4, 6)), 1), _frame(1, np.zeros((4, 6)), 2)]
+    out = stage(frames, rgbd)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 4, 6)
+    assert [f for f, _, _ in published] == frames
+    assert all(isinstance(d, np.ndarray) and isinstance(m, np.ndarray) for _, d, m in published)
+    assert published[0][2].sum() == 0 and published[1][2].all() and published[1][1][0, 0] == 2.0

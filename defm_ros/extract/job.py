@@ -391,6 +391,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
 
     bag_sink = next((s for s in sinks if isinstance(s, FeatureBag)), None)
     ds_sink = next((s for s in sinks if isinstance(s, FeatureDataset)), None)
+    dtype = sinks[0].dtype  # every sink writes the one --dtype: converted on the device, before the download
     kind = INPUTS[enc.info["modality"]]
     pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
     read = functools.partial(_read, topics=result.topics + list(depth_of), depth_of=depth_of, pairers=pairers,
@@ -416,12 +417,10 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
             return
         try:
             xs, refined = np.stack([f.x for f in frames]), None
-            if refiner is not None:
-                out = refiner.refine(xs[..., :3].astype(np.uint8), xs[..., 3])
-                refined = out.depth.cpu().numpy(), out.mask.cpu().numpy()
-                xs = refined[0]
-            feats = enc.encode(xs)
-            cls, dense = feats.numpy()
+            if refiner is not None:  # the refined depth goes on to the encoder where it lies (on the device)
+                out = refiner.refine_packed(xs)
+                refined, xs = (out.depth.cpu().numpy(), out.mask.cpu().numpy()), out.depth
+            cls, dense = enc.encode(xs).numpy(dtype)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - a failing forward pass costs its frames only
