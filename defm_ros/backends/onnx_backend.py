@@ -90,6 +90,15 @@ def gpu_name(index: int) -> str:
     return f"{torch.cuda.get_device_name(index)} sm_{major}{minor}"
 
 
+def engine_folder(root: Path, path: Path, precision: str, max_batch: int, ort_version: str,
+                  device_index: int) -> tuple[Path, dict[str, Any]]:
+    """The folder of `path`'s TensorRT engine below `root`, and the key it is named by (OnnxBackend)."""
+    key = {"onnx_sha256": file_sha256(path), "precision": precision, "trt_max_batch": max_batch,
+           "tensorrt": tensorrt_version(), "onnxruntime": ort_version, "gpu": gpu_name(device_index)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return root / f"{path.stem}-{digest}", key
+
+
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
@@ -189,11 +198,8 @@ class OnnxBackend(Backend):
         keeps processes sharing a cache (Ray actors, two nodes) from building into one file at once."""
         from filelock import FileLock
 
-        key = {"onnx_sha256": file_sha256(self.path), "precision": self.precision,
-               "trt_max_batch": self.trt_max_batch, "tensorrt": tensorrt_version(),
-               "onnxruntime": self._ort.__version__, "gpu": gpu_name(self.ort_device.index or 0)}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        self.trt_cache = root / f"{self.path.stem}-{digest}"
+        self.trt_cache, key = engine_folder(root, self.path, self.precision, self.trt_max_batch,
+                                            self._ort.__version__, self.ort_device.index or 0)
         self.trt_cache.mkdir(parents=True, exist_ok=True)
         shape = [d if isinstance(d, int) else None for d in self.meta["input_shape"]]
         options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.trt_cache),
