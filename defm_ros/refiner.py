@@ -52,8 +52,9 @@ def _batched(x: Any, dims: int, dtype: torch.dtype | None = None) -> tuple[torch
 class Refiner:
     """LingBot-Depth on one device. `weights`: None (models/<name>/model.pt, the HF cache, the Hub), a
     model.pt path, or "random" (an assumed ViT-L config, for smoke runs). `num_tokens`: the patch count
-    upstream takes (1200..3600; more is finer and slower). `strict`: refuse a device or precision that is
-    not available instead of downgrading (loudly)."""
+    upstream takes (1200..3600; more is finer and slower). `precision`: fp32, or fp16/bf16 autocast;
+    upstream's infer(use_fp16=True) is bf16 autocast, i.e. our "bf16". `strict`: refuse a device or
+    precision that is not available instead of downgrading (loudly)."""
 
     def __init__(self, model: str = DEFAULT_REFINER, weights: str | os.PathLike | None = None,
                  device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION, num_tokens: int = DEFAULT_TOKENS,
