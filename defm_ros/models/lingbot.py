@@ -134,15 +134,16 @@ class RGBDViT(nn.Module):
         b, _, h, w = image.shape
         rows, cols = h // PATCH, w // PATCH
         pos = self.patch_pos_embed(rows, cols) if pos is None else pos
-        img = self.patch_embed(image) + (1 + pos)
-        dep = self.depth_patch_embed(depth) + (2 + pos)
+        img, dep = self.patch_embed(image), self.depth_patch_embed(depth)
+        # the position embedding in the patches' dtype, as upstream adds it (bf16 under its use_fp16 autocast)
+        img, dep = img + (1 + pos.to(img.dtype)), dep + (2 + pos.to(dep.dtype))
         raw = torch.where(depth == 0, torch.full_like(depth, -10.0), depth)
         ok = (raw >= PATCH_VALID[0]) & (raw <= PATCH_VALID[1])
         patch_ok = ok.reshape(b, rows, PATCH, cols, PATCH).any(4).any(2).reshape(b, rows * cols)
         head = self.cls_token + self.pos_embed[:, :1]
         if self.registers:
             head = torch.cat((head, self.register_tokens), dim=1)
-        head = head.expand(b, -1, -1).to(img.dtype)
+        head = head.expand(b, -1, -1)  # in its own dtype: the concatenation promotes, as upstream's does
         keep = torch.cat((torch.ones(b, head.shape[1] + rows * cols, dtype=torch.bool, device=img.device), patch_ok), 1)
         return torch.cat((head, img, dep), dim=1), keep
 
@@ -197,9 +198,9 @@ class RGBDEncoder(nn.Module):
         """Prepared image and depth at the patch grid's size (rgbd_preprocess.prepare) -> (dense, cls)."""
         rows, cols = img.shape[-2] // PATCH, img.shape[-1] // PATCH
         outs = self.backbone(img, depth, self.layers, fixed, pos)
-        x = sum(proj(f.transpose(1, 2).unflatten(2, (rows, cols))) for proj, (f, _) in
-                zip(self.output_projections, outs, strict=True))
-        return x, outs[-1][1]
+        projected = [proj(f.transpose(1, 2).unflatten(2, (rows, cols))) for proj, (f, _) in
+                     zip(self.output_projections, outs, strict=True)]
+        return torch.stack(projected, dim=1).sum(dim=1), outs[-1][1]  # summed in one rounding, as upstream
 
     def forward(self, image: torch.Tensor, depth: torch.Tensor, rows: int, cols: int, remap_depth_in: str,
                 fixed: bool = False, pos: torch.Tensor | None = None,
