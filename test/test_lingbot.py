@@ -231,3 +231,15 @@ def test_rgbd_encoder_exports_with_the_padded_attention_and_runs_in_onnxruntime(
     ort_enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt, backend="onnxruntime")
     got = ort_enc.encode(x)
     assert (got.dense - ref.dense).abs().max() <= 1e-4 and ort_enc.info["providers"] == ["CPUExecutionProvider"]
+
+
+def test_rgbd_encoder_exports_in_fp16(ckpt, tmp_path):
+    """The padded attention's mask is additive in the activations' dtype: a bool one exported a float32 branch
+    into the fp16 graph, which ONNX refused to type (LayerNormalization: inconsistent type float16)."""
+    from defm_ros import Encoder
+
+    enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt, input_size=(140, 196))
+    side = enc.export_onnx(tmp_path / "rgbd16.onnx", precision="fp16")
+    check = side["onnx"]["check"]
+    assert side["onnx"]["precision"] == "fp16" and check["reference_half"]
+    assert check["max_abs_err_dense"] <= check["tolerance_dense"] and check["max_abs_err_cls"] <= check["tolerance_cls"]

@@ -217,12 +217,25 @@ def test_check_refuses_non_finite_outputs():
         check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry))
 
 
-def test_an_invalid_graph_is_refused_by_the_checker_before_anything_is_written(tmp_path, monkeypatch):
+def _dangling_input(model) -> None:
+    model.graph.node[0].input[0] = "no_such_tensor"
+
+
+def _half_weight(model) -> None:  # a float16 weight on a float32 Conv: shape inference's InferenceError
+    from onnx import numpy_helper
+
+    init, conv = model.graph.initializer, next(n for n in model.graph.node if n.op_type == "Conv")
+    k = next(i for i, t in enumerate(init) if t.name == conv.input[1])
+    init[k].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init[k]).astype(np.float16), init[k].name))
+
+
+@pytest.mark.parametrize("breakage", [_dangling_input, _half_weight])
+def test_an_invalid_graph_is_refused_by_the_checker_before_anything_is_written(tmp_path, monkeypatch, breakage):
     import defm_ros.backends.onnx_file as of
 
     def broken(*args, **kwargs):
         model = network_graph(*args, **kwargs)
-        model.graph.node[0].input[0] = "no_such_tensor"
+        breakage(model)
         return model
 
     monkeypatch.setattr(of, "network_graph", broken)

@@ -191,12 +191,12 @@ def export_onnx(
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1 or None (dynamic), got {batch}")
     net = copy.deepcopy(net).to("cpu", torch.float32).eval()  # the caller's may be on a GPU, in use
-    model = network_graph(net, info, batch, precision, getattr(prep, "net_channels", 3))
+    model = network_graph(net, info, batch, precision, prep.net_channels)
     if camera_size is not None:
         model = joined(preprocess_graph(prep, tuple(camera_size), batch), model)
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
     report = check_model(model, net, prep, precision, camera_size, batch) if check else None
     path = Path(path)

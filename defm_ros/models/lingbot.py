@@ -53,7 +53,9 @@ class Attention(nn.Module):
         """`keep` (B, N) bool: the keys every query may attend to (None: all)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        mask = None if keep is None else keep[:, None, None, :]
+        # an additive mask in q's dtype: a bool one exports (fp16) as a float32 branch that the graph cannot type
+        mask = None if keep is None else torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~keep, float("-inf"))[:, None, None, :]
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
