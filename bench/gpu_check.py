@@ -2,7 +2,7 @@
 
     python bench/gpu_check.py STEP --work DIR [--device cuda|cpu]      STEP: one of STEPS, or `summary`
 
-Each step writes DIR/<step>.json ({"ok", "seconds", "rows", "notes", "error"}); `summary --out OUT` merges
+Each step writes DIR/steps/<step>.json ({"ok", "seconds", "rows", "notes", "error"}); `summary --out OUT` merges
 them into OUT/gpu_check.json and OUT/summary.md. Weights are random (the machine reaches no Hub), written
 and loaded as checkpoints where a family needs one (LingBot). `--device cpu` runs every step on the CPU at
 reduced sizes: the rehearsal of the script's own plumbing, with no device time spent. Needs the package
@@ -476,7 +476,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(work: Path, out: Path, status: Path | None) -> int:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(work.glob("*.json"))}
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((work / "steps").glob("*.json"))}
     steps = status.read_text().split("\n") if status and status.is_file() else []
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         result, ok, error = {"rows": [], "notes": []}, False, f"{type(exc).__name__}: {exc}"
     result.update(ok=ok, error=error, seconds=time.perf_counter() - t0, device=args.device)
-    (args.work / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (args.work / "steps").mkdir(exist_ok=True)
+    (args.work / "steps" / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0 if ok else 1
 
 
