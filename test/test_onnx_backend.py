@@ -446,3 +446,16 @@ def test_tensorrt_engine_cache_is_keyed_by_what_the_engine_depends_on(monkeypatc
     assert other_weights != first and held and all(held)
     key = json.loads((tmp_path / "trt" / os.path.basename(first) / "key.json").read_text())
     assert {"onnx_sha256", "precision", "trt_max_batch", "tensorrt", "onnxruntime", "gpu"} <= set(key)
+
+
+def test_close_drops_the_sessions_and_empties_torchs_cuda_cache(monkeypatch, fused_file):
+    """Deactivate frees device memory: the IO-binding buffers and uploaded frames sit in torch's CUDA cache."""
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as the backend can tell
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    FakeGpuOrt(monkeypatch, ("CUDAExecutionProvider",))
+    path, _ = fused_file
+    be = OnnxBackend(path, PREP, device="cuda")
+    assert be.device == torch.device("cuda") and be.report().extra["io_device"] == "cuda"
+    be.close()
+    assert be.session is None and not be._pre and emptied == [1]
