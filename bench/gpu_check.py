@@ -416,6 +416,15 @@ def step_onnx(plan: Plan, work: Path) -> dict[str, Any]:
     return {"rows": rows, "notes": notes, "failed": bool(bad)}
 
 
+def _open_and_encode(enc: Any, raw: torch.Tensor, device: str) -> float:
+    """Seconds from open() to the first frame's features: what an activate costs a compiled model."""
+    t0 = time.perf_counter()
+    enc.open()
+    enc.encode(raw)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def step_compile(plan: Plan, work: Path) -> dict[str, Any]:
     """torch.compile (the code's `compile` option) against eager: compile time, steady latency, and whether a
     deactivate/activate (close, open) compiles again."""
@@ -432,19 +441,11 @@ def step_compile(plan: Plan, work: Path) -> dict[str, Any]:
             free(eager)
             enc = encoder(model, plan.device, precision=precision, input_size=size, lazy=True, compile=True)
             counters.clear()
-            enc.open()
-            t0 = time.perf_counter()
-            enc.encode(raw)
-            sync(plan.device)
-            first_s = time.perf_counter() - t0
+            first_s = _open_and_encode(enc, raw, plan.device)
             steady = timed(lambda e=enc, r=raw: e.encode(r), plan.device, plan.iters, plan.warmup)["median_ms"]
             graphs = counters["stats"]["unique_graphs"]
-            enc.close()
-            enc.open()
-            t0 = time.perf_counter()
-            enc.encode(raw)
-            sync(plan.device)
-            reopen_s = time.perf_counter() - t0
+            enc.close()  # deactivate, activate
+            reopen_s = _open_and_encode(enc, raw, plan.device)
             rows.append({"model": model, "precision": precision, "eager_ms": base, "compiled_ms": steady,
                          "ratio_to_eager": steady / base, "first_call_s": first_s, "first_call_after_reopen_s":
                          reopen_s, "graphs_first_open": graphs,

@@ -11,3 +11,15 @@ SMALL = {
     "depth_head": HEAD,
     "mask_head": HEAD,
 }
+
+
+def write_checkpoint(path, config: dict = SMALL, seed: int = 0):
+    """A LingBot-Depth model.pt in the published layout ({"model_config", "model"}), seeded random weights
+    built by our own code (tests comparing with upstream write the oracle's instead)."""
+    import torch
+
+    from defm_ros.models.lingbot import build_lingbot
+
+    torch.manual_seed(seed)
+    torch.save({"model_config": config, "model": build_lingbot(config).state_dict()}, path)
+    return path

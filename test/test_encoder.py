@@ -160,14 +160,11 @@ def test_half_features_are_converted_before_the_download():
 
 def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
     """(rgb, depth) tensors on the GPU are packed on the GPU: neither goes to host memory and back."""
-    from defm_ros.models.lingbot import build_lingbot
     from defm_ros.rgbd_preprocess import pack
 
-    from .lingbot_config import SMALL
+    from .lingbot_config import write_checkpoint
 
-    torch.manual_seed(0)
-    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, tmp_path / "model.pt")
-    enc = Encoder("lingbot_rgbd_vitl14", weights=tmp_path / "model.pt", input_size=(56, 70))
+    enc = Encoder("lingbot_rgbd_vitl14", weights=write_checkpoint(tmp_path / "model.pt"), input_size=(56, 70))
     rng = np.random.default_rng(0)
     rgb, depth = rng.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8), _depth()
     want = enc.encode(pack(rgb, depth))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from defm_ros.depth_codecs import encode_compressed
 from defm_ros.extract import (
@@ -506,14 +505,9 @@ def rgbd_bag(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def lingbot_ckpt(tmp_path_factory):
-    from defm_ros.models.lingbot import build_lingbot
+    from .lingbot_config import write_checkpoint
 
-    from .lingbot_config import SMALL
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lingbot") / "model.pt"
-    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
 
 
 def test_refined_extraction_pairs_refines_and_writes_the_refined_depth(tmp_path, rgbd_bag, lingbot_ckpt, encoder):

@@ -64,16 +64,13 @@ def test_half_features_are_converted_on_the_device():
 
 
 def test_refiner_bf16_on_the_device_stays_near_fp32_on_the_cpu(tmp_path):
-    from defm_ros.models.lingbot import build_lingbot
+    from .lingbot_config import write_checkpoint
 
-    from .lingbot_config import SMALL
-
-    torch.manual_seed(0)
-    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, tmp_path / "model.pt")
+    ckpt = write_checkpoint(tmp_path / "model.pt")
     rgbd = sample_inputs("rgbd", (240, 320), 1)[0][0]
     rgb, depth = rgbd[..., :3].astype(np.uint8), rgbd[..., 3]
-    want = Refiner(weights=tmp_path / "model.pt", num_tokens=300).refine(rgb, depth)
-    got = Refiner(weights=tmp_path / "model.pt", device=DEVICE, precision="bf16", num_tokens=300).refine(rgb, depth)
+    want = Refiner(weights=ckpt, num_tokens=300).refine(rgb, depth)
+    got = Refiner(weights=ckpt, device=DEVICE, precision="bf16", num_tokens=300).refine(rgb, depth)
     assert got.depth.device.type == DEVICE
     both = got.mask.cpu() & want.mask
     assert both.float().mean() > 0.5 * want.mask.float().mean()

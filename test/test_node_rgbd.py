@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from .lingbot_config import SMALL
+from .lingbot_config import write_checkpoint
 from .rosgraph import diag_values, start_node, stop
 
 pytestmark = pytest.mark.ros
@@ -30,13 +30,11 @@ MODEL, SIZE, TOKENS = "defm_efficientnet_b0", [64, 64], 300
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     from defm_ros.models import build_model
-    from defm_ros.models.lingbot import build_lingbot
 
     root = tmp_path_factory.mktemp("rgbd")
     torch.manual_seed(0)
     torch.save(build_model(MODEL).state_dict(), root / "b0.pth")
-    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, root / "model.pt")
-    return root / "b0.pth", root / "model.pt"
+    return root / "b0.pth", write_checkpoint(root / "model.pt")
 
 
 def _scene(shared_data, s: str):

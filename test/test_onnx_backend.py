@@ -306,15 +306,9 @@ RGBD_SIZE = (140, 196)  # a 10 x 14 patch grid: LingBot's small config in a frac
 
 @pytest.fixture(scope="module")
 def rgbd_ckpt(tmp_path_factory):
-    """A LingBot-Depth model.pt in the official layout, small config (no oracle needed to write it)."""
-    from defm_ros.models.lingbot import build_lingbot
+    from .lingbot_config import write_checkpoint
 
-    from .lingbot_config import SMALL
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lingbot") / "model.pt"
-    torch.save({"model_config": SMALL, "model": build_lingbot(SMALL).state_dict()}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
 
 
 def _rgbd_frames(batch: int = 2):
