@@ -27,7 +27,7 @@ OUTPUT_NAMES = ("cls", "dense")
 NET_INPUT = "input"
 
 
-class _FloatIO(nn.Module):
+class FloatIO(nn.Module):
     """float32 in and out whatever the network's precision, so callers never change with fp16."""
 
     def __init__(self, net: nn.Module, half: bool) -> None:
@@ -115,7 +115,7 @@ def network_graph(net: nn.Module, info: StreamInfo, batch: int | None = None,
     example = torch.zeros(batch or 2, channels, *info.padded_size)
     with _fixed_pos_embed(net, info), _centered_layer_norms(net), _explicit_attention(net):
         # eval(): the exporter restores the wrapper's training flag afterwards, recursively into `net`
-        return to_onnx(_FloatIO(net, half).eval(), example, NET_INPUT, list(OUTPUT_NAMES), batch is None)
+        return to_onnx(FloatIO(net, half).eval(), example, NET_INPUT, list(OUTPUT_NAMES), batch is None)
 
 
 def preprocess_graph(prep: Preprocess, camera_size: tuple[int, int], batch: int | None = None) -> Any:

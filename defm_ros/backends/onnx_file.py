@@ -33,7 +33,7 @@ from ..choices import DEFAULT_PRECISION
 from ..info import StreamInfo
 from ..sample_data import sample_inputs
 from .base import Preprocess
-from .graph import OPSET, OUTPUT_NAMES, _FloatIO, joined, network_graph, preprocess_graph
+from .graph import OPSET, OUTPUT_NAMES, FloatIO, joined, network_graph, preprocess_graph
 
 log = logging.getLogger("defm_ros")
 
@@ -62,7 +62,7 @@ def _half_reference(net: nn.Module) -> nn.Module:
     every op's output in fp16, on the CPU too, so an activation beyond 65504 becomes inf here as on a
     GPU; ONNX Runtime's CPU provider keeps fp16 Conv/MatMul chains in fp32 and would hide it."""
     half = net.exportable() if hasattr(net, "exportable") else copy.deepcopy(net)  # exportable() copies
-    return _FloatIO(half.half(), half=True).eval()
+    return FloatIO(half.half(), half=True).eval()
 
 
 def _check_half(ref: list[np.ndarray], half: list[np.ndarray], report: dict[str, Any]) -> None:
