@@ -103,7 +103,8 @@ class DefmNode(LifecycleNode):
                                    ros_io.deserialize, self._publish,
                                    warn=lambda m: log.warn(m, throttle_duration_sec=2.0),
                                    error=lambda m: log.error(m, throttle_duration_sec=2.0), stopping=self.stopping,
-                                   stage=RefineStage(self.refiner, self._publish_refined) if self.refiner else None)
+                                   stage=None if self.refiner is None else RefineStage(self.refiner,
+                                                                                       self._publish_refined))
         self.state = "inactive"
 
     def on_activate(self, state) -> TransitionCallbackReturn:
