@@ -73,8 +73,8 @@ class Encoder:
     backend="onnxruntime" an exported .onnx file (see `defm-ros export`; `input_size` None takes the
     file's). `strict`: refuse a device,
     provider or precision that is not available instead of downgrading (loudly) to what is.
-    `backend_options` go to the backend (torch: channels_last, compile; onnxruntime: trt,
-    trt_cache_dir, trt_max_batch, threads, spin).
+    `backend_options` go to the backend (torch: channels_last, compile, fused_attention, tf32; onnxruntime:
+    trt, trt_cache_dir, trt_max_batch, threads, spin).
     """
 
     def __init__(
