@@ -78,6 +78,11 @@ class StampPairer:
         self.unpaired = 0
         self.paired = 0
 
+    @property
+    def waiting(self) -> int:
+        """Messages held for a partner that has not come (yet): unpaired, once the input has ended."""
+        return sum(len(q) for q in self._pending.values())
+
     def put(self, role: str, stamp_ns: int, msg: Any) -> dict[str, Any] | None:
         queue = self._pending[role]
         if len(queue) >= self._history:

@@ -626,7 +626,7 @@ def test_prefetch_keeps_order_stays_bounded_and_raises_where_the_reader_failed()
     import threading
     import time
 
-    from defm_ros.extract.job import _Prefetch
+    from defm_ros.extract.prefetch import Prefetch
 
     made = []
 
@@ -637,7 +637,7 @@ def test_prefetch_keeps_order_stays_bounded_and_raises_where_the_reader_failed()
                 raise BagReadError("unreadable part-way")
             yield i
 
-    got, reader = [], _Prefetch(items, depth=3)
+    got, reader = [], Prefetch(items, depth=3)
     with pytest.raises(BagReadError, match="part-way"):
         for item in reader:
             if not got:
@@ -652,7 +652,7 @@ def test_prefetch_keeps_order_stays_bounded_and_raises_where_the_reader_failed()
 def test_prefetch_close_stops_the_reader_and_closes_its_iterator_on_its_thread():
     import threading
 
-    from defm_ros.extract.job import _Prefetch
+    from defm_ros.extract.prefetch import Prefetch
 
     closed_on = []
 
@@ -665,7 +665,7 @@ def test_prefetch_close_stops_the_reader_and_closes_its_iterator_on_its_thread()
         finally:
             closed_on.append(threading.current_thread().name)
 
-    reader = _Prefetch(items, depth=2)
+    reader = Prefetch(items, depth=2)
     assert [x for x, _ in zip(reader, range(5), strict=False)] == [0, 1, 2, 3, 4]
     reader.close()
     assert closed_on == ["extract-reader"]

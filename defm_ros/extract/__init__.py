@@ -5,7 +5,8 @@ feature bag. `extract_bag(path, out, **options)` processes one recording and is 
 to hand to a distributed engine (Ray Data, Dask) for fleets of bags; see the README.
 """
 
-from .job import ExtractInterrupted, ExtractResult, build_encoder, extract_bag, output_dirs, output_name
+from .job import build_encoder, extract_bag, output_dirs, output_name
+from .result import ExtractInterrupted, ExtractResult
 from .sinks import FeatureBag, FeatureDataset, OutputMismatchError, iter_chunks, load_dataset
 from .source import BagReadError, BagSource, find_topics
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .job import ExtractResult, output_dirs
+from .job import output_dirs
+from .result import ExtractResult
 
 log = logging.getLogger("defm_ros")
 

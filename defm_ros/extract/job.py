@@ -1,172 +1,33 @@
-"""extract_bag: one recording in, feature bag and/or dataset out. The unit of work for fleets."""
+"""extract_bag: one recording in, feature bag and/or dataset out. The unit of work for fleets.
+
+The events it batches come from reader.py (on a Prefetch thread), its outputs from sinks.py, kept whole by
+guards.py; result.py says what it did."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import queue
-import signal
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..choices import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
-from ..inputs import INPUTS, StampPairer, camera_topic
+from ..inputs import INPUTS, StampPairer
 from ..models import get_spec
-from ..rgbd_preprocess import pack
-from .sinks import FeatureBag, FeatureDataset, Key, stamp_ns
+from .guards import output_lock, shielded
+from .prefetch import Prefetch
+from .reader import Frame, Skip, read_events
+from .result import ExtractInterrupted, ExtractResult
+from .sinks import FeatureBag, FeatureDataset, Key
 from .source import BagReadError, BagSource, TopicInfo, find_topics, pair_topics
 
 log = logging.getLogger("defm_ros")
 ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
-
-
-@dataclass
-class ExtractResult:
-    """What one extract_bag call did. `complete`: every readable frame of the selected topics
-    has its features in every output (possibly over several resumed runs)."""
-
-    bag: str
-    outputs: dict[str, str] = field(default_factory=dict)  # "bag" / "dataset" -> path
-    topics: list[str] = field(default_factory=list)
-    frames_total: int = 0  # messages on the selected topics, per the bag's index
-    frames_read: int = 0  # messages read by this run
-    frames_written: int = 0  # frames encoded and written by this run
-    frames_present: int = 0  # frames skipped because the outputs already held them (resume)
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count (malformed messages)
-    examples: dict[str, str] = field(default_factory=dict)  # reason -> first error text
-    failed: int = 0  # frames whose forward pass failed
-    complete: bool = False
-    interrupted: bool = False
-    limited: bool = False  # stopped by `limit`
-    source_truncated: bool = False  # the bag itself is damaged; what was readable was processed
-    elapsed_s: float = 0.0
-    bag_duration_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames_written / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def realtime_factor(self) -> float:
-        """Recorded time covered by this run's frames / processing time (> 1: faster than real time)."""
-        if self.elapsed_s <= 0 or self.frames_total <= 0 or self.bag_duration_s < 1e-3:
-            return 0.0  # unknown (a bag of one frame per topic spans no time): summary says so
-        covered = self.bag_duration_s * (self.frames_written + sum(self.rejected.values())) / self.frames_total
-        return covered / self.elapsed_s
-
-    def summary(self) -> str:
-        state = ("complete" if self.complete else "INTERRUPTED (partial, --resume continues)" if self.interrupted
-                 else "stopped at --limit (partial, --resume continues)" if self.limited else "PARTIAL")
-        lines = [f"{self.bag}: {state}; wrote {self.frames_written} frames"
-                 + (f" ({self.frames_present} already present)" if self.frames_present else "")
-                 + f" of {self.frames_total} in {self.elapsed_s:.1f} s ({self.frames_per_s:.1f} frames/s, "
-                 + (f"{self.realtime_factor:.1f}x real time over {self.bag_duration_s:.1f} s of recording)"
-                    if self.realtime_factor else "real time unknown: the recording spans no time)")]
-        for reason, n in sorted(self.rejected.items()):
-            lines.append(f"  skipped {n} malformed message(s): {reason} (first: {self.examples.get(reason, '')})")
-        if self.failed:
-            lines.append(f"  {self.failed} frame(s) failed in the encoder (see log); --resume retries them")
-        if self.source_truncated:
-            lines.append("  the bag is damaged/truncated: features cover what was readable")
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  -> {kind}: {p}" + ("" if Path(p).exists() else " (nothing written)")
-                  for kind, p in self.outputs.items()]
-        return "\n".join(lines)
-
-
-class ExtractInterrupted(KeyboardInterrupt):
-    """KeyboardInterrupt, after the outputs were closed (readable, flagged partial); has `.result`."""
-
-    def __init__(self, result: ExtractResult) -> None:
-        super().__init__(result.bag)
-        self.result = result
-
-
-@dataclass
-class _Frame:
-    topic: str  # the camera's topic (camera_topic): what the features are named after
-    log_time: int
-    stamp: int
-    frame_id: str
-    x: np.ndarray  # the model's input: depth in metres, or uint8 RGB
-    to_bag: bool
-    to_dataset: bool
-
-
-@dataclass
-class _Skip:
-    """A message that gives no frame: malformed (reason, error), or already in every output (reason None)."""
-
-    reason: str | None
-    error: Exception | None
-    counts: bool  # a frame of a selected topic (the progress bar counts it), not a colour partner
-
-
-class _Prefetch:
-    """Runs `make()`'s iterator on a background thread, at most `depth` items ahead of the consumer.
-
-    What the thread raises is raised in the consumer where it happened. close() stops the thread (also
-    mid-iteration: a limit reached, Ctrl-C) and waits for it, so the iterator is closed on its own thread.
-    """
-
-    _END = object()
-
-    def __init__(self, make: Callable[[], Iterator[Any]], depth: int) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(make,), name="extract-reader", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _fill(self, make: Callable[[], Iterator[Any]]) -> None:
-        try:
-            items = make()
-            try:
-                for item in items:
-                    if not self._put(item):
-                        return
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            self._put((self._END, exc))
-            return
-        self._put((self._END, None))
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._queue.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is self._END:
-                if item[1] is not None:
-                    raise item[1]
-                return
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        self._thread.join(timeout=10.0)
 
 
 def output_name(bag: str | Path) -> str:
@@ -203,42 +64,6 @@ def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: A
             "random_weights": info["random_weights"], "input_size": list(info["input_size"]),
             "dense_level": info["dense_level"], "depth_mode": info["depth_mode"],
             "precision": info["precision"], "dtype": dtype, "depth_scale": depth_scale}
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """One writer per output: a second job on the same bag (a retried task) fails fast.
-
-    The lock files stay, in OUT/.locks/: deleting one is unsafe while another process may be waiting on
-    it (two writers could then each hold a lock on a different file of the same name)."""
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(exist_ok=True)
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RuntimeError(f"another extraction is writing to these outputs ({path} is locked)") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Defer Ctrl-C while outputs are being closed, so a second Ctrl-C cannot leave them half-written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if pending:
-        raise KeyboardInterrupt
 
 
 def extract_bag(
@@ -299,7 +124,7 @@ def extract_bag(
     if refiner is not None and modality != "depth":
         raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
     paired = refiner is not None or modality == "rgbd"
-    with _lock(out / ".locks" / f"{name}.lock"), BagSource(bag) as source:
+    with output_lock(out / ".locks" / f"{name}.lock"), BagSource(bag) as source:
         result.notes += source.notes
         result.source_truncated = source.salvaged
         chosen = None if topics is None else [t for t in source.topics if t.name in topics]
@@ -350,39 +175,6 @@ def extract_bag(
     return result
 
 
-def _read(source: BagSource, topics: list[str], depth_of: dict[str, str], pairers: dict[str, StampPairer],
-          kind: Any, params: dict[str, Any], bag_done: set[Key] | None, ds_done: set[Key] | None
-          ) -> Iterator[_Frame | _Skip | None]:
-    """One event per message, in the bag's order: a decoded frame, a skip, or None (half of a depth +
-    colour pair). `bag_done` / `ds_done`: the keys an output already holds, None without that output.
-    Raises BagReadError where the bag turns unreadable."""
-    for raw in source.messages(topics):
-        try:
-            msg = source.deserialize(raw)
-            stamp = stamp_ns(msg.header)
-        except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
-            yield _Skip("undecodable message", exc, raw.topic not in depth_of)
-            continue
-        if pairers:  # depth and colour meet by stamp; the depth message is the frame
-            role = "color" if raw.topic in depth_of else "depth"
-            got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
-            if got is None:
-                yield None
-                continue
-            (raw, msg), (_, color) = got["depth"], got["color"]
-        key = (camera_topic(raw.topic), raw.log_time, stamp)
-        to_bag, to_ds = bag_done is not None and key not in bag_done, ds_done is not None and key not in ds_done
-        if not (to_bag or to_ds):
-            yield _Skip(None, None, True)
-            continue
-        try:
-            x = _rgbd(msg, color, params) if pairers else kind.decode_one(msg, params)
-        except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
-            yield _Skip("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc, True)
-            continue
-        yield _Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds)
-
-
 def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], result: ExtractResult,
          batch: int, depth_scale: float, limit: int, progress: bool,
          on_batch: Callable[[ExtractResult], None] | None, depth_of: dict[str, str], refiner: Any,
@@ -394,12 +186,12 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
     dtype = sinks[0].dtype  # every sink writes the one --dtype: converted on the device, before the download
     kind = INPUTS[enc.info["modality"]]
     pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
-    read = functools.partial(_read, topics=result.topics + list(depth_of), depth_of=depth_of, pairers=pairers,
+    read = functools.partial(read_events, topics=result.topics + list(depth_of), depth_of=depth_of, pairers=pairers,
                              kind=kind, params={"depth_scale": depth_scale},
                              bag_done=done[sinks.index(bag_sink)] if bag_sink else None,
                              ds_done=done[sinks.index(ds_sink)] if ds_sink else None)
     rejected: Counter[str] = Counter()
-    pending: dict[tuple[int, ...], list[_Frame]] = defaultdict(list)  # frames of one shape share a pass
+    pending: dict[tuple[int, ...], list[Frame]] = defaultdict(list)  # frames of one shape share a pass
     queued = 0
     consecutive_failures = 0
 
@@ -444,7 +236,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if on_batch is not None:
             on_batch(result)
 
-    def own_source() -> Iterator[_Frame | _Skip | None]:
+    def own_source() -> Iterator[Frame | Skip | None]:
         with BagSource(source.path) as mine:  # the reader thread's own (sqlite connections stay on one thread)
             yield from read(mine)
 
@@ -452,7 +244,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     reached_end = False
-    events = _Prefetch(own_source, 2 * batch) if prefetch else read(source)
+    events = Prefetch(own_source, 2 * batch) if prefetch else read(source)
     try:
         try:
             for ev in events:
@@ -460,7 +252,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                     result.limited = True
                     break
                 result.frames_read += 1
-                if isinstance(ev, _Skip):
+                if isinstance(ev, Skip):
                     if ev.reason is None:
                         result.frames_present += 1
                     else:
@@ -482,7 +274,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
             events.close()  # the reader thread is done with the pairers from here on
         for shape in list(pending):
             flush(shape)
-        if unpaired := sum(p.unpaired + sum(len(q) for q in p._pending.values()) for p in pairers.values()):
+        if unpaired := sum(p.unpaired + p.waiting for p in pairers.values()):
             rejected["unpaired message (no partner with its stamp)"] += unpaired
     except KeyboardInterrupt:
         result.interrupted = True
@@ -494,7 +286,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if result.source_truncated and not result.interrupted and not result.failed and not result.limited:
             result.complete = True  # everything readable is in; the flag below says the bag was damaged
         extra = {"source_truncated": result.source_truncated, "rejected": result.rejected}
-        with _shielded():
+        with shielded():
             for s in sinks:
                 try:
                     s.commit(result.complete, extra)
@@ -506,11 +298,3 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         raise ExtractInterrupted(result)
 
 
-def _rgbd(depth_msg: Any, color_msg: Any, params: dict[str, Any]) -> np.ndarray:
-    """A paired depth and colour message -> packed (H, W, 4), refusing pairs of different sizes."""
-    depth = INPUTS["depth"].decode_one(depth_msg, params)
-    rgb = INPUTS["color"].decode_one(color_msg, params)
-    if rgb.shape[:2] != depth.shape:
-        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} are not "
-                         "aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
-    return pack(rgb, depth)

@@ -1,0 +1,45 @@
+"""What keeps an extraction's outputs whole: one writer per output, and no Ctrl-C while they are closed."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """One writer per output: a second job on the same bag (a retried task) fails fast.
+
+    The lock files stay, in OUT/.locks/: deleting one is unsafe while another process may be waiting on
+    it (two writers could then each hold a lock on a different file of the same name)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"another extraction is writing to these outputs ({path} is locked)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Defer Ctrl-C while outputs are being closed, so a second Ctrl-C cannot leave them half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending:
+        raise KeyboardInterrupt

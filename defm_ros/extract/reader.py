@@ -1,0 +1,80 @@
+"""A bag's messages as extraction events: decoded frames, skips (malformed, or already written), and the
+halves of depth + colour pairs waiting for their partner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..inputs import INPUTS, StampPairer, camera_topic
+from ..rgbd_preprocess import pack
+from .sinks import Key, stamp_ns
+from .source import BagSource
+
+
+@dataclass
+class Frame:
+    """A decoded message of a selected topic (with its colour partner, when paired), and where it goes."""
+
+    topic: str  # the camera's topic (camera_topic): what the features are named after
+    log_time: int
+    stamp: int
+    frame_id: str
+    x: np.ndarray  # the model's input: depth in metres, or uint8 RGB
+    to_bag: bool
+    to_dataset: bool
+
+
+@dataclass
+class Skip:
+    """A message that gives no frame: malformed (reason, error), or already in every output (reason None)."""
+
+    reason: str | None
+    error: Exception | None
+    counts: bool  # a frame of a selected topic (the progress bar counts it), not a colour partner
+
+
+def read_events(source: BagSource, topics: list[str], depth_of: dict[str, str], pairers: dict[str, StampPairer],
+                kind: Any, params: dict[str, Any], bag_done: set[Key] | None, ds_done: set[Key] | None
+                ) -> Iterator[Frame | Skip | None]:
+    """One event per message, in the bag's order: a decoded frame, a skip, or None (half of a depth +
+    colour pair). `bag_done` / `ds_done`: the keys an output already holds, None without that output.
+    Raises BagReadError where the bag turns unreadable."""
+    for raw in source.messages(topics):
+        try:
+            msg = source.deserialize(raw)
+            stamp = stamp_ns(msg.header)
+        except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
+            yield Skip("undecodable message", exc, raw.topic not in depth_of)
+            continue
+        if pairers:  # depth and colour meet by stamp; the depth message is the frame
+            role = "color" if raw.topic in depth_of else "depth"
+            got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
+            if got is None:
+                yield None
+                continue
+            (raw, msg), (_, color) = got["depth"], got["color"]
+        key = (camera_topic(raw.topic), raw.log_time, stamp)
+        to_bag, to_ds = bag_done is not None and key not in bag_done, ds_done is not None and key not in ds_done
+        if not (to_bag or to_ds):
+            yield Skip(None, None, True)
+            continue
+        try:
+            x = decode_rgbd(msg, color, params) if pairers else kind.decode_one(msg, params)
+        except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
+            yield Skip("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc, True)
+            continue
+        yield Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds)
+
+
+def decode_rgbd(depth_msg: Any, color_msg: Any, params: dict[str, Any]) -> np.ndarray:
+    """A paired depth and colour message -> packed (H, W, 4), refusing pairs of different sizes."""
+    depth = INPUTS["depth"].decode_one(depth_msg, params)
+    rgb = INPUTS["color"].decode_one(color_msg, params)
+    if rgb.shape[:2] != depth.shape:
+        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} are not "
+                         "aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
+    return pack(rgb, depth)
