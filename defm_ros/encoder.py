@@ -124,10 +124,8 @@ class Encoder:
             self.net = self._load(weights, dense_level)
         if spec.family == "lingbot" and self.net is not None:  # the architecture came with the checkpoint
             enc = self.net.encoder
-            self._prep = RGBDPreprocess(geom, self.net.remap_depth_in)
-            self._base.cls_channels = enc.backbone.cls_token.shape[-1]
-            self._base.dense_channels = enc.output_projections[0].out_channels
-            self._base.normalization = self._prep.describe()
+            self._rgbd_architecture(enc.backbone.cls_token.shape[-1], enc.output_projections[0].out_channels,
+                                    self.net.remap_depth_in)
         self.backend: Backend | None = None
         self.info_obj = self._base
         if not lazy:
@@ -158,6 +156,13 @@ class Encoder:
         base.weights, base.checkpoint_sha256 = str(path), file_sha256(path)
         return net
 
+    def _rgbd_architecture(self, cls_channels: int, dense_channels: int, remap: str) -> None:
+        """LingBot's widths and depth remap come with its checkpoint (or the file exported from one), not
+        with the spec: the stream description and the preprocessing take them from there."""
+        self._prep = RGBDPreprocess(self.geometry, remap)
+        self._base.cls_channels, self._base.dense_channels = cls_channels, dense_channels
+        self._base.normalization = self._prep.describe()
+
     def _onnx_sidecar(self, path: Path) -> dict[str, Any]:
         """An exported file's sidecar (what it was made for), once the file can be run at all."""
         if self._backend_name != "onnxruntime":
@@ -170,9 +175,8 @@ class Encoder:
         """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
         base = self._base
         if self.spec.family == "lingbot":  # the architecture came with the checkpoint, and so with the file
-            base.cls_channels, base.dense_channels = side["cls_channels"], side["dense_channels"]
-            self._prep = RGBDPreprocess(self.geometry, side["normalization"]["remap_depth_in"])
-            base.normalization = self._prep.describe()
+            self._rgbd_architecture(side["cls_channels"], side["dense_channels"],
+                                    side["normalization"]["remap_depth_in"])
         check_sidecar(side, base, path)
         base.weights, base.checkpoint_sha256 = side.get("weights", ""), side.get("checkpoint_sha256", "")
         base.random_weights = bool(side.get("random_weights"))
