@@ -36,7 +36,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "defm_node = defm_ros.node:main",
+            "defm_node = defm_ros.node.node:main",
             "defm-ros = defm_ros.cli:main",
         ],
     },

@@ -31,9 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from defm_ros.depth_codecs import encode_compressed  # noqa: E402
 from defm_ros.extract import build_encoder, extract_bag  # noqa: E402
 from defm_ros.inputs import INPUTS  # noqa: E402
+from defm_ros.msgs.depth import encode_compressed  # noqa: E402
 from defm_ros.sample_data import sample_depth  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from defm_ros.choices import BAG_COMPRESSIONS, OUTPUT_DTYPES, parse_size  # noqa: E402
+from defm_ros.config import BAG_COMPRESSIONS, OUTPUT_DTYPES, parse_size  # noqa: E402
 from defm_ros.encoder import Encoder  # noqa: E402
 from defm_ros.extract.sinks import FeatureBag  # noqa: E402
 from defm_ros.sample_data import sample_depth  # noqa: E402

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from defm_ros.normalize import InputGeometry, normalize_depth
+from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 from defm_ros.sample_data import data_root, load_depth_png
 
 

@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
 
-    from defm_ros.dds_profile import apply_large_data_profile
+    from defm_ros.node.dds_profile import apply_large_data_profile
 
     apply_large_data_profile()  # the camera side publishes 614 KB frames too
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 199)))

@@ -1,7 +1,7 @@
 """Encoder: a model's input -> class token and dense feature map. The one public facade (SPEC §8).
 
 Depth models (DeFM) take depth in metres; colour models (Theia) take uint8 RGB; RGB-D models (LingBot's
-encoder) take aligned colour and depth, packed as float32 (H, W, 4) (rgbd_preprocess.pack). The
+encoder) take aligned colour and depth, packed as float32 (H, W, 4) (preprocess.rgbd.pack). The
 model's Preprocess (normalize.DepthPreprocess, color_preprocess.ColorPreprocess,
 rgbd_preprocess.RGBDPreprocess) turns it into the network input on the model's device; passing one
 modality to a model of another is an error that says so.
@@ -26,7 +26,7 @@ from .backends import Backend, Preprocess
 from .backends.onnx_backend import OnnxBackend
 from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_sidecar
 from .backends.torch_backend import TorchBackend
-from .choices import (
+from .config import (
     BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_DENSE_LEVEL,
@@ -41,12 +41,12 @@ from .choices import (
     check_device,
     check_input_size,
 )
-from .color_preprocess import ColorPreprocess
 from .info import StreamInfo
 from .models import build_model, dense_stride, get_spec
-from .models.checkpoints import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
-from .normalize import DepthPreprocess, InputGeometry
-from .rgbd_preprocess import IMAGE_MEAN, IMAGE_STD, RGBDPreprocess, pack
+from .models.weights import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
+from .preprocess.color import ColorPreprocess
+from .preprocess.depth import DepthPreprocess, InputGeometry
+from .preprocess.rgbd import IMAGE_MEAN, IMAGE_STD, RGBDPreprocess, pack
 
 log = logging.getLogger("defm_ros")
 RANDOM_WARNING = "RANDOM WEIGHTS: features are meaningless (smoke runs only)"
@@ -240,7 +240,7 @@ class Encoder:
         elif self.spec.modality == "rgbd":
             if not t.is_floating_point() or t.dim() not in (3, 4) or shape[-1] != 4:
                 raise ValueError(f"{name} takes aligned colour and depth: encode((rgb, depth_m)), or float32 "
-                                 f"(H, W, 4) / (B, H, W, 4) from rgbd_preprocess.pack; got {t.dtype} {shape}")
+                                 f"(H, W, 4) / (B, H, W, 4) from preprocess.rgbd.pack; got {t.dtype} {shape}")
         else:
             if t.dtype == torch.uint8:
                 raise ValueError(f"{name} takes depth in metres (float), (H, W) or (B, H, W); got uint8 {shape} "

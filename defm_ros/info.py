@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .choices import DEFAULT_BACKEND, DEFAULT_DEPTH_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
+from .config import DEFAULT_BACKEND, DEFAULT_DEPTH_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .choices import TRANSPORTS, check_choice
-from .color_codecs import RAW_ENCODINGS as COLOR_ENCODINGS
-from .color_codecs import decode_color
-from .depth_codecs import RAW_ENCODINGS as DEPTH_ENCODINGS
-from .depth_codecs import decode_depth
-from .rgbd_preprocess import pack
+from .config import TRANSPORTS, check_choice
+from .msgs.color import RAW_ENCODINGS as COLOR_ENCODINGS
+from .msgs.color import decode_color
+from .msgs.depth import RAW_ENCODINGS as DEPTH_ENCODINGS
+from .msgs.depth import decode_depth
+from .preprocess.rgbd import pack
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
 
@@ -194,7 +194,7 @@ class ColorInput(SingleTopicInput):
 
 class RgbdInput(Input):
     """Aligned colour, depth and camera_info of one camera (LingBot-Depth), paired by header stamp, exactly or
-    within `tolerance_ns`. A frame is the packed float32 (H, W, 4) RGB + depth (rgbd_preprocess.pack);
+    within `tolerance_ns`. A frame is the packed float32 (H, W, 4) RGB + depth (preprocess.rgbd.pack);
     colour and depth must be registered to each other (aligned_depth_to_color on a RealSense)."""
 
     modality = "rgbd"

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from .backends.torch_backend import autocast, pick_device, pick_precision
-from .choices import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS, check_choice, check_device
-from .models.checkpoints import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
+from .config import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS, check_choice, check_device
 from .models.lingbot import ASSUMED_VITL_CONFIG, build_lingbot, token_grid
 from .models.registry import REFINERS, get_spec
+from .models.weights import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
 
 log = logging.getLogger("defm_ros")
 DEFAULT_REFINER = "lingbot_depth_vitl14"
@@ -139,7 +139,7 @@ class Refiner:
         return out.squeeze() if single else out
 
     def refine_packed(self, rgbd: np.ndarray | torch.Tensor) -> Refined:
-        """A packed RGB-D batch (rgbd_preprocess.pack, (B, H, W, 4)) -> Refined, on this device: the step in
+        """A packed RGB-D batch (preprocess.rgbd.pack, (B, H, W, 4)) -> Refined, on this device: the step in
         front of a depth encoder (node and extraction), which takes `.depth` where it lies."""
         rgb = rgbd[..., :3]
         return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3])

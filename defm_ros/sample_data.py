@@ -143,7 +143,7 @@ def sample_inputs(modality: str, camera_size: tuple[int, int] = (480, 640), coun
                                                                                                        list[str]]:
     """Sample frames for a model of `modality`: depth, colour, or the aligned RGB-D scenes packed (H, W, 4)."""
     if modality == "rgbd":
-        from .rgbd_preprocess import pack
+        from .preprocess.rgbd import pack
 
         (rgb, names), (depth, _) = sample_color(camera_size, count), sample_depth(camera_size, count)
         return pack(rgb, depth), names

@@ -1,7 +1,7 @@
 """ros2 launch defm_ros defm.launch.py camera:=realsense model:=defm_resnet18 [weights:= backend:= device:=
 namespace:= depth_topic:= params_file:= large_data_profile:=true autostart:=true]
 
-Thin adapter: the arguments and the logic live in defm_ros.launch_config (tested without `launch`).
+Thin adapter: the arguments and the logic live in defm_ros.node.launch_config (tested without `launch`).
 The large-data Fast DDS profile is set for every process of this launch, so a camera driver included
 here gets it too: only the publisher's profile decides whether 614 KB frames arrive (see README).
 With autostart:=false the node waits unconfigured for `ros2 lifecycle set /defm_node configure`."""
@@ -13,7 +13,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from defm_ros.launch_config import LAUNCH_ARGS, node_launch
+from defm_ros.node.launch_config import LAUNCH_ARGS, node_launch
 from launch import LaunchDescription
 
 

@@ -3,7 +3,7 @@ color_model:=theia_small [depth_weights:= color_weights:= backend:= device:= aut
 
 DeFM on the camera's depth and Theia on its colour, as two lifecycle nodes in their own namespaces:
 features on /defm/defm_node/features/* and /theia/defm_node/features/*. Theia's code and weights are
-for non-commercial research only. The logic lives in defm_ros.launch_config (tested without `launch`)."""
+for non-commercial research only. The logic lives in defm_ros.node.launch_config (tested without `launch`)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from defm_ros.launch_config import PAIR_ARGS, depth_and_color
+from defm_ros.node.launch_config import PAIR_ARGS, depth_and_color
 from launch import LaunchDescription
 
 

@@ -152,8 +152,8 @@ def test_bench_checks_its_json_path_first(tmp_path, capsys):
 
 
 def test_bench_has_options_for_every_backend():
-    from defm_ros.choices import BACKENDS
     from defm_ros.cli.bench import BACKEND_OPTIONS
+    from defm_ros.config import BACKENDS
 
     assert tuple(BACKEND_OPTIONS) == BACKENDS
 

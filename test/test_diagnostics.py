@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from defm_ros.diagnostics import ERROR, OK, WARN, StreamCounters, node_status, stream_level, stream_status
-from defm_ros.pipeline import SequenceGaps, StreamStats
+from defm_ros.node.diagnostics import ERROR, OK, WARN, StreamCounters, node_status, stream_level, stream_status
+from defm_ros.node.pipeline import SequenceGaps, StreamStats
 
 INFO = {"backend": "torch", "device": "cpu", "model": "defm_resnet18", "random_weights": False}
 
@@ -53,8 +53,8 @@ def test_node_status_says_why_configure_failed():
 def test_a_cameras_status_is_named_after_its_first_topic_and_counts_unpaired_only_when_paired():
     from types import SimpleNamespace
 
-    from defm_ros.diagnostics import camera_status
-    from defm_ros.pipeline import Camera
+    from defm_ros.node.diagnostics import camera_status
+    from defm_ros.node.pipeline import Camera
 
     def camera(roles):
         topics = [SimpleNamespace(name=f"/cam/{r}", role=r) for r in roles]
@@ -69,7 +69,7 @@ def test_a_cameras_status_is_named_after_its_first_topic_and_counts_unpaired_onl
 
 
 def test_startup_line_names_model_device_and_topics():
-    from defm_ros.diagnostics import startup_line
+    from defm_ros.node.diagnostics import startup_line
 
     info = {**INFO, "precision": "fp32", "input_size": [224, 224], "dense_channels": 512, "dense_size": [28, 28],
             "stride": 8, "weights": "models/defm_resnet18.pth"}

@@ -12,7 +12,7 @@ import torch
 from defm_ros import Encoder
 from defm_ros.backends import DeviceUnavailableError
 from defm_ros.encoder import RANDOM_WARNING
-from defm_ros.normalize import InputGeometry, normalize_depth
+from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the downgrade path needs a machine without CUDA")
 
@@ -160,7 +160,7 @@ def test_half_features_are_converted_before_the_download():
 
 def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
     """(rgb, depth) tensors on the GPU are packed on the GPU: neither goes to host memory and back."""
-    from defm_ros.rgbd_preprocess import pack
+    from defm_ros.preprocess.rgbd import pack
 
     from .lingbot_config import write_checkpoint
 

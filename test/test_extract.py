@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defm_ros.depth_codecs import encode_compressed
 from defm_ros.extract import (
     BagReadError,
     ExtractInterrupted,
@@ -22,6 +21,7 @@ from defm_ros.extract import (
     load_dataset,
 )
 from defm_ros.features import from_msg
+from defm_ros.msgs.depth import encode_compressed
 
 rosbags = pytest.importorskip("rosbags")
 
@@ -383,8 +383,8 @@ def _colour_bag(path: Path, rgbs: list[np.ndarray]) -> dict:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from defm_ros.color_codecs import decode_color
-    from defm_ros.color_codecs import encode_compressed as encode_color
+    from defm_ros.msgs.color import decode_color
+    from defm_ros.msgs.color import encode_compressed as encode_color
 
     ts = get_typestore(Stores.ROS2_HUMBLE)
     Image, Compressed = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]

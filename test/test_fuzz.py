@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 message packages are not installed")
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from defm_ros.depth_codecs import COMPRESSED_HEADER, DepthDecodeError, decode_depth, encode_compressed  # noqa: E402
 from defm_ros.features import FeatureDecodeError, from_msg, to_msg  # noqa: E402
+from defm_ros.msgs.depth import COMPRESSED_HEADER, DepthDecodeError, decode_depth, encode_compressed  # noqa: E402
 
 FUZZ = settings(max_examples=2000, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

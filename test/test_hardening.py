@@ -38,8 +38,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from defm_ros.depth_codecs import COMPRESSED_HEADER, decode_depth, encode_compressed  # noqa: E402
 from defm_ros.features import from_msg  # noqa: E402
+from defm_ros.msgs.depth import COMPRESSED_HEADER, decode_depth, encode_compressed  # noqa: E402
 
 from .fixtures.node_with_faulty_encoder import FAULT_MM  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from defm_ros.launch_config import LAUNCH_ARGS, PAIR_ARGS, PROFILE_ENV, depth_and_color, node_launch
+from defm_ros.node.launch_config import LAUNCH_ARGS, PAIR_ARGS, PROFILE_ENV, depth_and_color, node_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_autostart_false_reaches_the_node():
 
 
 def test_launch_defaults_are_the_nodes():
-    from defm_ros.node_params import PARAMS
+    from defm_ros.node.params import PARAMS
 
     for name in ("model", "weights", "backend", "device"):
         assert LAUNCH_ARGS[name][0] == PARAMS[name][0], name
@@ -51,7 +51,7 @@ def test_launch_defaults_are_the_nodes():
 
 
 def test_a_user_profile_under_either_name_wins_in_launch_and_node():
-    from defm_ros.dds_profile import apply_large_data_profile
+    from defm_ros.node.dds_profile import apply_large_data_profile
 
     for name in (PROFILE_ENV, "FASTDDS_DEFAULT_PROFILES_FILE"):  # Fast DDS 2.x and 3.x spellings
         assert node_launch(ROOT, environ={name: "/etc/mine.xml"}).env == {}
@@ -63,7 +63,7 @@ def test_a_user_profile_under_either_name_wins_in_launch_and_node():
 
 
 def test_preset_values_pass_the_nodes_validation():
-    from defm_ros.node_params import PARAMS, check_value
+    from defm_ros.node.params import PARAMS, check_value
 
     for f in ("realsense.yaml", "zed.yaml", "multi_camera.yaml", "realsense_color.yaml", "zed_color.yaml",
               "realsense_rgbd.yaml", "zed_rgbd.yaml"):

@@ -10,23 +10,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "defm_ros"
 
-# Lower layers never import higher ones. Data flows message -> codec -> normalization -> backend ->
-# features -> message: the codecs, the normalization and the feature messages sit at the bottom.
+# A folder is a layer; lower layers never import higher ones. Data flows message -> codec -> preprocessing
+# -> model -> backend -> encoder -> features -> message, and the applications (the ROS node, extraction, the
+# CLI) sit on top, beside each other.
 LAYERS = [
-    ("foundation", ["choices", "resize", "normalize", "color_preprocess", "rgbd_preprocess", "depth_codecs",
-                    "color_codecs",
-                    "features", "pca",
-                    "sample_data", "info",
-                    "dds_profile"]),
+    ("config", ["config", "info"]),
+    ("data", ["msgs", "preprocess", "features", "pca", "sample_data", "inputs"]),
     ("models", ["models"]),
     ("backends", ["backends"]),
     ("encoder", ["encoder", "refiner", ""]),  # "" is the package root: `from defm_ros import Encoder`
-    ("node core", ["inputs", "pipeline", "diagnostics", "reliability", "runner", "node_params", "launch_config"]),
-    ("ros adapters", ["ros_io"]),
-    ("applications", ["node", "extract", "cli"]),
+    ("applications", ["node", "extract"]),
+    ("cli", ["cli"]),  # its verbs drive extraction and the encoder
 ]
-ROS_ONLY = {"defm_ros.node", "defm_ros.ros_io"}  # the ROS layer: the only modules that may import rclpy
-ROS_MESSAGES = ROS_ONLY | {"defm_ros.node_params"}  # rcl_interfaces etc.: message types, no rclpy
+SIBLINGS = ["node", "extract"]  # the applications: neither imports the other
+ROS_FOLDER = "defm_ros.node"  # the ROS layer: the only folder whose modules may import rclpy (message types are data)
 RAY_ONLY = {"defm_ros.extract.fleet", "defm_ros.cli.extract"}  # the optional extra: fleet extraction, --ray
 
 
@@ -128,16 +125,23 @@ def test_no_upward_import():
     assert upward(edges) == []
 
 
-def test_only_the_ros_layer_imports_rclpy_and_the_core_no_ros_at_all():
+def test_only_the_ros_layer_imports_ros_and_only_fleet_extraction_imports_ray():
     _, everything = import_graph()
     for module, imps in everything.items():
         ros = {i for i in imps if i.split(".")[0] in ("rclpy", "rcl_interfaces", "lifecycle_msgs")}
-        if module not in ROS_MESSAGES:
+        if not module.startswith(ROS_FOLDER + "."):
             assert not ros, f"{module} imports {ros}"
-        elif module not in ROS_ONLY:
-            assert not any(i.startswith("rclpy") for i in ros), f"{module} imports {ros}"
         if module not in RAY_ONLY:
             assert not any(i.split(".")[0] == "ray" for i in imps), f"{module} imports ray"
+
+
+def test_the_applications_do_not_import_each_other():
+    edges, _ = import_graph()
+    for module, targets in edges.items():
+        mine = module.split(".")[1] if "." in module else ""
+        if mine in SIBLINGS:
+            others = {t for t in targets if t.split(".")[1:2] and t.split(".")[1] in set(SIBLINGS) - {mine}}
+            assert not others, f"{module} imports {others}"
 
 
 def test_every_module_has_a_layer():
@@ -149,9 +153,9 @@ def test_every_module_has_a_layer():
 @pytest.mark.parametrize(("edges", "expect_cycle", "expect_up"), [
     ({"defm_ros.encoder": {"defm_ros.backends.onnx_backend"}, "defm_ros.backends.onnx_backend": {"defm_ros.encoder"}},
      True, True),
-    ({"defm_ros.normalize": {"defm_ros.features"}, "defm_ros.features": {"defm_ros.normalize"}}, True, False),
-    ({"defm_ros.features": {"defm_ros.node"}}, False, True),
-    ({"defm_ros.node": {"defm_ros.features"}, "defm_ros.features": set()}, False, False),
+    ({"defm_ros.pca": {"defm_ros.features"}, "defm_ros.features": {"defm_ros.pca"}}, True, False),
+    ({"defm_ros.features": {"defm_ros.node.node"}}, False, True),
+    ({"defm_ros.node.node": {"defm_ros.features"}, "defm_ros.features": set()}, False, False),
 ])
 def test_the_checks_catch_what_they_are_for(edges, expect_cycle, expect_up):
     """The walk's verdicts on made-up graphs, so that a checker which finds nothing cannot pass silently."""
@@ -164,7 +168,7 @@ def test_function_level_and_relative_imports_are_seen(tmp_path):
     pkg.mkdir(parents=True)
     src = pkg / "onnx_backend.py"
     src.write_text("import os\n\ndef f():\n    from ..encoder import Encoder\n    from . import graph\n"
-                   "    import defm_ros.node\n")
-    modules = {"defm_ros.encoder", "defm_ros.node", "defm_ros.backends.graph", "defm_ros.backends"}
+                   "    import defm_ros.node.node\n")
+    modules = {"defm_ros.encoder", "defm_ros.node.node", "defm_ros.backends.graph", "defm_ros.backends"}
     found = imports_of(src, modules, root=tmp_path / "defm_ros")
-    assert {"defm_ros.encoder", "defm_ros.backends.graph", "defm_ros.node", "os"} <= found
+    assert {"defm_ros.encoder", "defm_ros.backends.graph", "defm_ros.node.node", "os"} <= found

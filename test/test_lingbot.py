@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from defm_ros import Refiner  # noqa: E402,I001
-from defm_ros.models.checkpoints import CheckpointError  # noqa: E402
 from defm_ros.models.lingbot import build_lingbot, token_grid  # noqa: E402
+from defm_ros.models.weights import CheckpointError  # noqa: E402
 
 from .lingbot_oracle import SMALL, oracle, save_official
 
@@ -190,7 +190,7 @@ def test_files_that_are_not_lingbot_checkpoints(ckpt, tmp_path):
 
 def test_rgbd_encoder_features_equal_upstream(ckpt, ref, scenes):
     from defm_ros import Encoder
-    from defm_ros.rgbd_preprocess import pack
+    from defm_ros.preprocess.rgbd import pack
 
     enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt)
     info = enc.info
@@ -216,7 +216,7 @@ def test_rgbd_encoder_exports_with_the_padded_attention_and_runs_in_onnxruntime(
     import onnxruntime as ort
 
     from defm_ros import Encoder
-    from defm_ros.rgbd_preprocess import pack
+    from defm_ros.preprocess.rgbd import pack
 
     monkeypatch.setenv("DEFM_ROS_CACHE", str(tmp_path / "cache"))
     enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from defm_ros.models import MODELS, build_model, get_spec
-from defm_ros.models.checkpoints import CheckpointError, load_strict, read_state_dict, state_shapes
+from defm_ros.models.weights import CheckpointError, load_strict, read_state_dict, state_shapes
 
 from .oracle import save_official, upstream_forward, upstream_model
 

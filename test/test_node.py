@@ -44,7 +44,7 @@ def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path, shar
         cam.wait(30)
         code, log = stop(node)
     from defm_ros import Encoder
-    from defm_ros.depth_codecs import decode_depth
+    from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 
@@ -127,8 +127,8 @@ def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path, shared_data)
     import torch
 
     from defm_ros import Encoder
-    from defm_ros.depth_codecs import decode_depth
     from defm_ros.models import build_model
+    from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 

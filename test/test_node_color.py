@@ -44,7 +44,7 @@ def ckpt(tmp_path_factory):
 ])
 def test_colour_features_carry_headers_and_equal_encode(probe, ckpt, encoding, transport, topic, shared_data):
     from defm_ros import Encoder
-    from defm_ros.color_codecs import decode_color
+    from defm_ros.msgs.color import decode_color
 
     from .fixtures.camera_publisher import frames
 
@@ -75,7 +75,7 @@ def test_colour_features_carry_headers_and_equal_encode(probe, ckpt, encoding, t
 
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_malformed_colour_frames_are_rejected_and_counted(probe, ckpt, transport):
-    from defm_ros.color_codecs import encode_compressed
+    from defm_ros.msgs.color import encode_compressed
 
     base = "/bad/color"
     topic = base if transport == "raw" else f"{base}/compressed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from defm_ros.node_params import PARAMS, check_all, encoder_args, refiner_args, refusal
+from defm_ros.node.params import PARAMS, check_all, encoder_args, refiner_args, refusal
 
 DEFAULTS = {name: default for name, (default, _, _) in PARAMS.items()}
 

@@ -153,8 +153,8 @@ def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
     import torch
 
     from defm_ros import Encoder
-    from defm_ros.depth_codecs import decode_depth
     from defm_ros.models import build_model
+    from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 

@@ -14,7 +14,7 @@ from defm_ros import Encoder
 from defm_ros.backends import DeviceUnavailableError
 from defm_ros.backends.onnx_backend import OnnxBackend
 from defm_ros.backends.onnx_file import FP32_TOLERANCE
-from defm_ros.normalize import DepthPreprocess, InputGeometry
+from defm_ros.preprocess.depth import DepthPreprocess, InputGeometry
 from defm_ros.sample_data import sample_depth
 
 CAMERA = (480, 640)
@@ -312,7 +312,7 @@ def rgbd_ckpt(tmp_path_factory):
 
 
 def _rgbd_frames(batch: int = 2):
-    from defm_ros.rgbd_preprocess import pack
+    from defm_ros.preprocess.rgbd import pack
     from defm_ros.sample_data import sample_color
 
     rgb = sample_color(CAMERA, batch)[0]

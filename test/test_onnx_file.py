@@ -19,8 +19,8 @@ from defm_ros.backends.graph import OPSET, network_graph, preprocess_graph
 from defm_ros.backends.onnx_file import FP32_TOLERANCE, ExportError, check_model, export_onnx, read_sidecar
 from defm_ros.info import StreamInfo
 from defm_ros.models import MODELS, build_model
-from defm_ros.models.checkpoints import file_sha256
-from defm_ros.normalize import DepthPreprocess, GraphNormalize, InputGeometry, normalize_depth
+from defm_ros.models.weights import file_sha256
+from defm_ros.preprocess.depth import DepthPreprocess, GraphNormalize, InputGeometry, normalize_depth
 from defm_ros.sample_data import sample_depth
 
 CNNS = [name for name, spec in MODELS.items() if not spec.is_vit]
@@ -288,7 +288,7 @@ def test_theia_exports_with_its_preprocessing_and_matches_torch(camera, tmp_path
 
 def test_the_colour_graph_resizes_exactly_as_pil(tmp_path, shared_data):
     """The exported preprocessing is the same float64 arithmetic: bit-equal to the eager ColorPreprocess."""
-    from defm_ros.color_preprocess import ColorPreprocess
+    from defm_ros.preprocess.color import ColorPreprocess
     from defm_ros.sample_data import sample_color
 
     prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)))

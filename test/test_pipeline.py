@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from defm_ros.inputs import DepthInput, StampPairer
-from defm_ros.pipeline import (
+from defm_ros.node.pipeline import (
     Camera,
     Frame,
     InferenceLoop,
@@ -19,7 +19,7 @@ from defm_ros.pipeline import (
     StreamStats,
     group_by_shape,
 )
-from defm_ros.reliability import Handover
+from defm_ros.node.reliability import Handover
 
 
 def test_only_the_newest_frame_is_kept_and_the_rest_counted():
@@ -244,7 +244,7 @@ def _wait(pred, timeout: float = 3.0) -> bool:
 def test_torch_threads_are_set_only_when_asked_and_changed(monkeypatch):
     import torch
 
-    from defm_ros.pipeline import TorchThreads
+    from defm_ros.node.pipeline import TorchThreads
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
@@ -265,7 +265,7 @@ def test_refine_stage_hands_the_refined_depth_on_where_it_lies():
     memory and back; its host copy and mask go to the refined-depth topics, frame by frame."""
     import torch
 
-    from defm_ros.pipeline import RefineStage
+    from defm_ros.node.pipeline import RefineStage
     from defm_ros.refiner import Refined
 
     class Refiner:

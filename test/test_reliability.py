@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from defm_ros.reliability import Handover, follow_publishers
+from defm_ros.node.reliability import Handover, follow_publishers
 
 BOTH = ("reliable", "best_effort")
 
@@ -75,7 +75,7 @@ def test_one_subscription_takes_everything():
 
 
 def test_the_graph_is_queried_every_tick_until_settled_then_every_tenth():
-    from defm_ros.reliability import FOLLOW_SETTLED_EVERY, follow_due
+    from defm_ros.node.reliability import FOLLOW_SETTLED_EVERY, follow_due
 
     pending, settled = Handover(), Handover()
     pending.add("reliable", "r")

@@ -14,8 +14,8 @@ from rclpy.lifecycle import LifecycleNode  # noqa: E402
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from defm_ros import ros_io  # noqa: E402
-from defm_ros.diagnostics import WARN, Status  # noqa: E402
+from defm_ros.node import ros_io  # noqa: E402
+from defm_ros.node.diagnostics import WARN, Status  # noqa: E402
 
 
 @pytest.fixture

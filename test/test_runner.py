@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from defm_ros.runner import Parts, forward_logs, run
+from defm_ros.node.runner import Parts, forward_logs, run
 
 
 class Fake:

@@ -13,7 +13,7 @@ from transformers import ViTConfig, ViTModel  # noqa: E402
 
 from defm_ros import Encoder  # noqa: E402
 from defm_ros.models import build_model, get_spec  # noqa: E402
-from defm_ros.models.checkpoints import CheckpointError, load_strict, read_state_dict  # noqa: E402
+from defm_ros.models.weights import CheckpointError, load_strict, read_state_dict  # noqa: E402
 
 TOL = 1e-5
 SIZES = {"theia_tiny": (192, 3), "theia_small": (384, 6), "theia_base": (768, 12)}

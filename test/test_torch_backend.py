@@ -154,7 +154,8 @@ def test_close_leaves_no_preprocessing_on_the_device(monkeypatch):
     import gc
     import weakref
 
-    from defm_ros import Encoder, color_preprocess
+    from defm_ros import Encoder
+    from defm_ros.preprocess import color as color_preprocess
     from defm_ros.sample_data import sample_color
 
     made = []

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..choices import DEFAULT_PRECISION, ONNX_PRECISIONS, check_choice
+from ..config import DEFAULT_PRECISION, ONNX_PRECISIONS, check_choice
 from ..info import StreamInfo
 from ..models import use_fused_attention
 from .base import Preprocess

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.checkpoints import file_sha256
+from ..models.weights import file_sha256
 from .base import Backend, BackendReport, Preprocess, downgrade
 from .graph import NET_INPUT, OUTPUT_NAMES, preprocess_graph
 from .onnx_file import cache_dir, read_sidecar

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..choices import DEFAULT_PRECISION
+from ..config import DEFAULT_PRECISION
 from ..info import StreamInfo
 from ..sample_data import sample_inputs
 from .base import Preprocess

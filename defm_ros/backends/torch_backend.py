@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from ..choices import DEFAULT_PRECISION
+from ..config import DEFAULT_PRECISION
 from ..models import use_fused_attention
 from .base import Backend, BackendReport, Preprocess, downgrade
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .common import CliError, add_device_option, add_model_options, model_size, output_file, progress, size_type
 
-BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per choices.BACKENDS
+BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per config.BACKENDS
 
 
 def backend_spec(text: str) -> tuple[str, dict[str, bool]]:

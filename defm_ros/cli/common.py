@@ -1,10 +1,10 @@
-"""argparse types and options shared by verbs; choices and defaults come from defm_ros.choices."""
+"""argparse types and options shared by verbs; choices and defaults come from defm_ros.config."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..choices import (
+from ..config import (
     DEFAULT_DENSE_LEVEL,
     DEFAULT_DEVICE,
     DEFAULT_INPUT_SIZE,
@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def size_type(text: str) -> tuple[int, int]:
-    """'224' or '224x308' (H x W), by the one input-size rule (choices.check_input_size)."""
+    """'224' or '224x308' (H x W), by the one input-size rule (config.check_input_size)."""
     try:
         return parse_size(text)
     except ValueError as exc:

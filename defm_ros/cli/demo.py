@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.checkpoints import CheckpointError, resolve_weights
+from ..models.weights import CheckpointError, resolve_weights
 from ..sample_data import MODES, UNITS
 from .common import CliError, add_device_option, add_model_options, count_type, progress
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import DEFAULT_DEPTH_MODE, DEPTH_MODES, ONNX_PRECISIONS
+from ..config import DEFAULT_DEPTH_MODE, DEPTH_MODES, ONNX_PRECISIONS
 from .common import CliError, add_model_options, model_size, positive_int, size_type
 
 

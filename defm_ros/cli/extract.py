@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..choices import (
+from ..config import (
     BACKENDS,
     BAG_COMPRESSIONS,
     DEFAULT_BACKEND,

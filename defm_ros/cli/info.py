@@ -7,7 +7,7 @@ import argparse
 import json
 
 from ..models import MODELS, REFINERS
-from ..models.checkpoints import models_dir
+from ..models.weights import models_dir
 from .common import CliError, size_type
 
 

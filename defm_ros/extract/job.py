@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
+from ..config import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
 from ..inputs import INPUTS, StampPairer
 from ..models import get_spec
 from .guards import output_lock, shielded

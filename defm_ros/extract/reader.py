@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs import INPUTS, StampPairer, camera_topic
-from ..rgbd_preprocess import pack
+from ..preprocess.rgbd import pack
 from .sinks import Key, stamp_ns
 from .source import BagSource
 

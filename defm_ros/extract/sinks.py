@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check_choice
+from ..config import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check_choice
 from ..features import encoding_for, to_hwc_bytes
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame

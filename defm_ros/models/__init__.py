@@ -1,6 +1,6 @@
 """The model zoo (DeFM, Theia): specs, architectures and checkpoint loading."""
 
-from ..choices import DEFAULT_DENSE_LEVEL
+from ..config import DEFAULT_DENSE_LEVEL
 from .registry import MODELS, REFINERS, ModelSpec, dense_stride, get_spec
 
 __all__ = ["MODELS", "REFINERS", "ModelSpec", "build_model", "dense_stride", "get_spec", "use_fused_attention"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
-from ..choices import DEFAULT_DENSE_LEVEL, DENSE_LEVELS
+from ..config import DEFAULT_DENSE_LEVEL, DENSE_LEVELS
 from .registry import ModelSpec
 
 LEVELS = tuple(DENSE_LEVELS)  # P3, P4, P5 from backbone stages C3, C4, C5

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..rgbd_preprocess import prepare
+from ..preprocess.rgbd import prepare
 from .vit import PATCH, PatchEmbed, SwiGLU  # DINOv2's pieces, as DeFM's ViT has them
 
 PRETRAIN_GRID = 37  # DINOv2's 518x518 position embedding
@@ -197,7 +197,7 @@ class RGBDEncoder(nn.Module):
 
     def encode(self, img: torch.Tensor, depth: torch.Tensor, fixed: bool = False,
                pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prepared image and depth at the patch grid's size (rgbd_preprocess.prepare) -> (dense, cls)."""
+        """Prepared image and depth at the patch grid's size (preprocess.rgbd.prepare) -> (dense, cls)."""
         rows, cols = img.shape[-2] // PATCH, img.shape[-1] // PATCH
         outs = self.backbone(img, depth, self.layers, fixed, pos)
         projected = [proj(f.transpose(1, 2).unflatten(2, (rows, cols))) for proj, (f, _) in

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..choices import DEFAULT_DENSE_LEVEL, DEFAULT_INPUT_SIZE, DENSE_LEVELS, check_choice
+from ..config import DEFAULT_DENSE_LEVEL, DEFAULT_INPUT_SIZE, DENSE_LEVELS, check_choice
 
 Family = Literal["vit", "resnet", "efficientnet", "regnet", "theia", "lingbot"]
 Modality = Literal["depth", "color", "rgbd"]

@@ -1,10 +1,10 @@
-"""choices.py: the one input-size rule, device spelling and choice checks that every entry point uses."""
+"""config.py: the one input-size rule, device spelling and choice checks that every entry point uses."""
 
 from __future__ import annotations
 
 import pytest
 
-from defm_ros.choices import INPUT_SIDE, check_choice, check_device, check_input_size, parse_size
+from defm_ros.config import INPUT_SIDE, check_choice, check_device, check_input_size, parse_size
 
 
 @pytest.mark.parametrize(("text", "size"), [("224", (224, 224)), ("224x308", (224, 308)), ("480X640", (480, 640)),

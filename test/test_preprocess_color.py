@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from defm_ros.color_preprocess import ColorNormalize, ColorPreprocess
-from defm_ros.normalize import InputGeometry
+from defm_ros.preprocess.color import ColorNormalize, ColorPreprocess
+from defm_ros.preprocess.depth import InputGeometry
 from defm_ros.sample_data import color_pngs
 
 transformers = pytest.importorskip("transformers", reason="transformers (the Theia test oracle) is not installed")

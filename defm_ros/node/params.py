@@ -1,7 +1,7 @@
 """defm_node's parameters: defaults, descriptions, ranges and the checks behind them (SPEC §8).
 
 Kept apart from node.py so that the launch tests check config/*.yaml against the same table the node
-declares, and so that the node module stays wiring. Choices and defaults come from choices.py.
+declares, and so that the node module stays wiring. Choices and defaults come from config.py.
 ROS message types only, no rclpy.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .choices import (
+from ..config import (
     BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_DENSE_LEVEL,
@@ -31,8 +31,8 @@ from .choices import (
     check_device,
     check_input_size,
 )
-from .inputs import INPUTS
-from .models import MODELS, REFINERS
+from ..inputs import INPUTS
+from ..models import MODELS, REFINERS
 
 # name -> (default, description, constraint). Constraint: tuple of choices, (lo, hi) range, or None.
 PARAMS = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defm_ros.color_codecs import ColorDecodeError, decode_color, encode_compressed
+from defm_ros.msgs.color import ColorDecodeError, decode_color, encode_compressed
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import DEFAULT_DEPTH_MODE, DEPTH_MODES, check_choice
+from ..config import DEFAULT_DEPTH_MODE, DEPTH_MODES, check_choice
 from .resize import BandedResize
 
 MEAN = (0.248880, 0.495620, 0.492858)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defm_ros.resize import RESIZE_BLOCK, BandedResize, resize_bands, resize_matrix
+from defm_ros.preprocess.resize import RESIZE_BLOCK, BandedResize, resize_bands, resize_matrix
 
 SIZES = [(640, 224), (480, 224), (480, 308), (100, 250), (37, 37)]
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from .choices import RELIABILITIES, check_choice
+from ..config import RELIABILITIES, check_choice
 
 FOLLOW_SETTLED_EVERY = 10  # ticks of the node's 0.1 s follow timer between graph queries once settled: 1 s
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .depth_codecs import MAX_SIDE
-from .depth_codecs import RAW_ENCODINGS as DEPTH_ENCODINGS
+from .depth import MAX_SIDE
+from .depth import RAW_ENCODINGS as DEPTH_ENCODINGS
 
 # encoding -> (channels, order of R, G, B in a pixel)
 RAW_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0))}

@@ -21,7 +21,7 @@ def user_profile_set(environ: dict) -> bool:
 
 def large_data_profile() -> Path | None:
     """The shipped Fast DDS large-data profile (config/fastdds_large_data.xml), installed or in-tree."""
-    here = Path(__file__).resolve().parents[1] / PROFILE_FILE
+    here = Path(__file__).resolve().parents[2] / PROFILE_FILE
     if here.is_file():
         return here
     try:

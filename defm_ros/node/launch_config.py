@@ -1,6 +1,6 @@
 """What the launch files start, as plain data, so it is tested without `launch`.
 
-The launch arguments are declared here (defaults and choices from choices.py); the launch files only
+The launch arguments are declared here (defaults and choices from config.py); the launch files only
 hand their values on. defm.launch.py: one node, on depth or colour as its model takes
 (node_launch); depth_and_color.launch.py: DeFM on depth and Theia on colour from one camera, as two
 nodes in their own namespaces (depth_and_color).
@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, REFINE
+from ..config import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, REFINE
+from ..models import get_spec
 from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
-from .models import get_spec
 
 # camera -> modality -> its driver's default topics (config/*.yaml)
 CAMERA_PRESETS = {

@@ -23,11 +23,11 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.subscription import Subscription
 
+from ..features import feature_msgs, refined_msgs
+from ..inputs import camera_inputs
 from . import ros_io
 from .diagnostics import camera_status, node_status, startup_line
-from .features import feature_msgs, refined_msgs
-from .inputs import camera_inputs
-from .node_params import (
+from .params import (
     PARAMS,
     RUNTIME,
     check_all,
@@ -80,8 +80,8 @@ class DefmNode(LifecycleNode):
         return self._transition("configure", self._configure, self.release)
 
     def _configure(self) -> None:
-        from .encoder import Encoder  # torch is imported only once parameters are known to be valid
-        from .models.checkpoints import CheckpointError
+        from ..encoder import Encoder  # torch is imported only once parameters are known to be valid
+        from ..models.weights import CheckpointError
 
         CheckpointError.syntax = staticmethod(lambda name: f"{name}:=FILE")  # errors name the node's parameters
 
@@ -91,7 +91,7 @@ class DefmNode(LifecycleNode):
         self.p = p
         self.encoder = Encoder(**encoder_args(p))
         if (refiner := refiner_args(p)) is not None:
-            from .refiner import Refiner
+            from ..refiner import Refiner
 
             self.refiner = Refiner(**refiner)
         for ns, source in camera_inputs(input_modality(p), p, self.resolve_topic_name):

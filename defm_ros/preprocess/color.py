@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .normalize import InputGeometry
+from .depth import InputGeometry
 from .resize import PilBilinear
 
 MEAN = (0.5, 0.5, 0.5)

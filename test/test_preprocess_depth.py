@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defm_ros.normalize import InputGeometry, normalize_depth
+from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 from defm_ros.sample_data import depth_pngs, load_depth_png
 
 from .oracle import preprocess_depth_batch, preprocess_depth_dav2, preprocess_depth_image

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from defm_ros.models import build_model, get_spec
-from defm_ros.models.checkpoints import CheckpointError, resolve_weights
+from defm_ros.models.weights import CheckpointError, resolve_weights
 
 MODEL = "defm_efficientnet_b0"
 RESOLVE = ("import sys; from defm_ros import Encoder; from defm_ros.models import get_spec; "
-           "from defm_ros.models.checkpoints import resolve_weights; "
+           "from defm_ros.models.weights import resolve_weights; "
            f"p = resolve_weights(get_spec('{MODEL}'), None); Encoder('{MODEL}'); print(p)")
 
 

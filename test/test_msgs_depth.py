@@ -10,7 +10,7 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
-from defm_ros.depth_codecs import DepthDecodeError, decode_depth, encode_compressed
+from defm_ros.msgs.depth import DepthDecodeError, decode_depth, encode_compressed
 
 
 def image_msg(arr: np.ndarray, encoding: str, bigendian: bool = False, pad: int = 0) -> Image:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .normalize import InputGeometry
+from .depth import InputGeometry
 from .resize import BandedResize
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)
