@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import torch
 
+from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 from defm_ros.sample_data import data_root, load_depth_png
 
@@ -42,12 +43,12 @@ def main() -> None:
         np.random.default_rng(0).uniform(0.3, 8, (480, 640)).astype(np.float32)
     geom = InputGeometry.for_model((args.size, args.size), 14, pad=False)
     ref = preprocess_depth_image(depth, target_size=args.size, patch_size=14)
-    ours = normalize_depth(torch.from_numpy(depth), geom)
+    ours = normalize_depth(torch.from_numpy(depth), geom, *FAMILIES["vit"].stats)
     err = (ref - ours).abs().max().item()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         up = timed(lambda: preprocess_depth_image(depth, target_size=args.size, patch_size=14), args.repeat)
-    me = timed(lambda: normalize_depth(torch.from_numpy(depth), geom), args.repeat)
+    me = timed(lambda: normalize_depth(torch.from_numpy(depth), geom, *FAMILIES["vit"].stats), args.repeat)
     print(f"640x480 depth -> {args.size}x{args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"max abs diff {err:.2e}")
     print(f"{'':<28}{'median ms':>10}{'p95 ms':>10}")

@@ -10,7 +10,6 @@ import re
 from collections.abc import Sequence
 
 DEFAULT_MODEL = "defm_resnet18"
-BACKENDS = ("torch", "onnxruntime")
 DEFAULT_BACKEND = "torch"
 DEFAULT_DEVICE = "cpu"
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -28,6 +27,15 @@ TRANSPORTS = ("raw", "compressedDepth", "compressed")  # image_transport: compre
 # (JPEG/PNG) for colour
 RELIABILITIES = ("auto", "reliable", "best_effort")
 REFINE = ("none", "lingbot")  # depth refinement in front of a depth model (LingBot-Depth)
+DEFAULT_REFINER = "lingbot_depth_vitl14"
+DEFAULT_TOKENS = 1200  # the refiner's patch tokens: upstream's resolution_level 0 (0..9 -> 1200..3600 tokens)
+DEFAULT_DEPTH_SCALE = 0.001  # metres per unit of 16-bit depth: millimetres, as RealSense and ZED publish
+# Encoder(**backend_options): what each backend takes beyond model, device and precision
+BACKEND_OPTIONS = {
+    "torch": ("channels_last", "compile", "fused_attention", "tf32"),
+    "onnxruntime": ("trt", "trt_cache_dir", "trt_max_batch", "threads", "spin"),
+}
+BACKENDS = tuple(BACKEND_OPTIONS)
 DEFAULT_INPUT_SIZE = (224, 224)
 INPUT_SIDE = (14, 4096)  # one ViT patch .. larger than any depth camera
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

@@ -2,9 +2,8 @@
 
 Depth models (DeFM) take depth in metres; colour models (Theia) take uint8 RGB; RGB-D models (LingBot's
 encoder) take aligned colour and depth, packed as float32 (H, W, 4) (preprocess.rgbd.pack). The
-model's Preprocess (normalize.DepthPreprocess, color_preprocess.ColorPreprocess,
-rgbd_preprocess.RGBDPreprocess) turns it into the network input on the model's device; passing one
-modality to a model of another is an error that says so.
+model's Preprocess (PREPROCESS, by modality, with its family's mean and std) turns it into the network
+input on the model's device; passing one modality to a model of another is an error that says so.
 
 Construction checks every option and loads the weights strictly, on the CPU; open() builds the
 device backend and close() frees it again. A lifecycle node calls these in configure, activate and
@@ -22,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import Backend, Preprocess
+from .backends import Backend
 from .backends.onnx_backend import OnnxBackend
 from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_sidecar
 from .backends.torch_backend import TorchBackend
 from .config import (
+    BACKEND_OPTIONS,
     BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_DENSE_LEVEL,
@@ -42,14 +42,16 @@ from .config import (
     check_input_size,
 )
 from .info import StreamInfo
-from .models import build_model, dense_stride, get_spec
-from .models.weights import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
+from .models import dense_stride, get_spec
+from .models.weights import load_model
+from .preprocess.base import InputGeometry, Preprocess
 from .preprocess.color import ColorPreprocess
-from .preprocess.depth import DepthPreprocess, InputGeometry
-from .preprocess.rgbd import IMAGE_MEAN, IMAGE_STD, RGBDPreprocess, pack
+from .preprocess.depth import DepthPreprocess
+from .preprocess.rgbd import RGBDPreprocess, pack
 
 log = logging.getLogger("defm_ros")
 RANDOM_WARNING = "RANDOM WEIGHTS: features are meaningless (smoke runs only)"
+PREPROCESS: dict[str, type[Preprocess]] = {"depth": DepthPreprocess, "color": ColorPreprocess, "rgbd": RGBDPreprocess}
 
 
 @dataclass
@@ -73,8 +75,7 @@ class Encoder:
     backend="onnxruntime" an exported .onnx file (see `defm-ros export`; `input_size` None takes the
     file's). `strict`: refuse a device,
     provider or precision that is not available instead of downgrading (loudly) to what is.
-    `backend_options` go to the backend (torch: channels_last, compile, fused_attention, tf32; onnxruntime:
-    trt, trt_cache_dir, trt_max_batch, threads, spin).
+    `backend_options` go to the backend (config.BACKEND_OPTIONS lists what each takes).
     """
 
     def __init__(
@@ -96,6 +97,8 @@ class Encoder:
         self._backend_name = check_choice("backend", backend, BACKENDS)
         self._device = check_device(device)
         check_choice("precision", precision, ONNX_PRECISIONS if backend == "onnxruntime" else PRECISIONS)
+        if unknown := sorted(set(backend_options) - set(BACKEND_OPTIONS[backend])):
+            raise ValueError(f"backend {backend} takes the options {list(BACKEND_OPTIONS[backend])}, got {unknown}")
         self.depth_mode = check_choice("depth_mode", depth_mode, DEPTH_MODES)
         stride = dense_stride(spec, dense_level)
         onnx = Path(weights) if weights is not None and str(weights).endswith(".onnx") else None
@@ -106,8 +109,9 @@ class Encoder:
         self.geometry = geom = InputGeometry.for_model(size, spec.align, pad=not spec.is_vit)
         if spec.modality != "depth" and depth_mode != DEFAULT_DEPTH_MODE:
             raise ValueError(f"depth_mode applies to depth models; {spec.name} takes {spec.modality}")
-        self._prep: Preprocess = {"color": ColorPreprocess, "rgbd": RGBDPreprocess}.get(
-            spec.modality, lambda g: DepthPreprocess(g, depth_mode))(geom)
+        self._prep = PREPROCESS[spec.modality](geom, spec.mean, spec.std)
+        if spec.modality == "depth":
+            self._prep = replace(self._prep, mode=depth_mode)
         self._valid = (-(-geom.resize[0] // stride), -(-geom.resize[1] // stride))
         self._strict, self._options = strict, backend_options
         self._base = StreamInfo(
@@ -122,45 +126,27 @@ class Encoder:
             self._adopt_onnx(onnx, side)
         else:
             self.net = self._load(weights, dense_level)
-        if spec.family == "lingbot" and self.net is not None:  # the architecture came with the checkpoint
-            enc = self.net.encoder
-            self._rgbd_architecture(enc.backbone.cls_token.shape[-1], enc.output_projections[0].out_channels,
-                                    self.net.remap_depth_in)
         self.backend: Backend | None = None
         self.info_obj = self._base
         if not lazy:
             self.open()
 
     def _load(self, weights: str | os.PathLike | None, dense_level: str) -> torch.nn.Module:
-        base = self._base
-        if weights is not None and str(weights) == RANDOM:
+        base, loaded = self._base, load_model(self.spec, weights, dense_level)
+        if loaded.random:
             log.warning("%s: %s", self.spec.name, RANDOM_WARNING)
-            base.random_weights, base.weights = True, RANDOM
+            base.random_weights = True
             base.warnings.append(RANDOM_WARNING)
-            return build_model(self.spec.name, dense_level=dense_level).eval()
-        path = resolve_weights(self.spec, weights)
-        state, config = read_checkpoint(path)
-        if self.spec.family == "lingbot" and config is None:
-            raise CheckpointError(f"{path} has no model_config: a LingBot-Depth model.pt is a dict "
-                                  "{'model_config': ..., 'model': state dict}")
-        try:
-            net = build_model(self.spec.name, dense_level=dense_level, config=config).eval()
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-        base.checkpoint_skipped = load_strict(net, state, self.spec, str(path))
-        if self.spec.family == "lingbot":
-            check_rgbd_constants(net.encoder, path)
-        if base.checkpoint_skipped:
-            log.info("%s: left out the training-time keys %s", path.name, ", ".join(
-                f"{group}.* ({n})" for group, n in base.checkpoint_skipped.items()))
-        base.weights, base.checkpoint_sha256 = str(path), file_sha256(path)
-        return net
+        base.weights, base.checkpoint_sha256, base.checkpoint_skipped = loaded.weights, loaded.sha256, loaded.skipped
+        if self.spec.fam.config_in_checkpoint:
+            self._architecture(loaded.net.architecture())
+        return loaded.net
 
-    def _rgbd_architecture(self, cls_channels: int, dense_channels: int, remap: str) -> None:
-        """LingBot's widths and depth remap come with its checkpoint (or the file exported from one), not
-        with the spec: the stream description and the preprocessing take them from there."""
-        self._prep = RGBDPreprocess(self.geometry, remap)
-        self._base.cls_channels, self._base.dense_channels = cls_channels, dense_channels
+    def _architecture(self, arch: dict[str, Any]) -> None:
+        """A family whose checkpoints carry their architecture (LingBot) gives the stream its widths and the
+        preprocessing it was trained with, from the checkpoint or from the file exported from one."""
+        self._prep = self._prep.adopt(arch["normalization"])
+        self._base.cls_channels, self._base.dense_channels = arch["cls_channels"], arch["dense_channels"]
         self._base.normalization = self._prep.describe()
 
     def _onnx_sidecar(self, path: Path) -> dict[str, Any]:
@@ -174,9 +160,8 @@ class Encoder:
     def _adopt_onnx(self, path: Path, side: dict[str, Any]) -> None:
         """An exported file: check that it fits this stream, and take its provenance from the sidecar."""
         base = self._base
-        if self.spec.family == "lingbot":  # the architecture came with the checkpoint, and so with the file
-            self._rgbd_architecture(side["cls_channels"], side["dense_channels"],
-                                    side["normalization"]["remap_depth_in"])
+        if self.spec.fam.config_in_checkpoint:  # the architecture came with the checkpoint, and so with the file
+            self._architecture(side)
         check_sidecar(side, base, path)
         base.weights, base.checkpoint_sha256 = side.get("weights", ""), side.get("checkpoint_sha256", "")
         base.random_weights = bool(side.get("random_weights"))
@@ -232,35 +217,21 @@ class Encoder:
         if isinstance(x, np.ndarray):  # a read-only view (of a message buffer) is copied: torch wants to own it
             x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)
         t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-        name, shape = self.spec.name, tuple(t.shape)
-        if self.spec.modality == "color":
-            if t.dtype != torch.uint8 or t.dim() not in (3, 4) or shape[-1] != 3:
-                hint = " (depth? run a DeFM model on it)" if t.is_floating_point() or t.dim() == 2 else ""
-                raise ValueError(f"{name} takes uint8 RGB, (H, W, 3) or (B, H, W, 3); got {t.dtype} {shape}{hint}")
-        elif self.spec.modality == "rgbd":
-            if not t.is_floating_point() or t.dim() not in (3, 4) or shape[-1] != 4:
-                raise ValueError(f"{name} takes aligned colour and depth: encode((rgb, depth_m)), or float32 "
-                                 f"(H, W, 4) / (B, H, W, 4) from preprocess.rgbd.pack; got {t.dtype} {shape}")
-        else:
-            if t.dtype == torch.uint8:
-                raise ValueError(f"{name} takes depth in metres (float), (H, W) or (B, H, W); got uint8 {shape} "
-                                 "(a colour image? run a Theia model on it)")
-            if t.dim() not in (2, 3):
-                raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {shape}")
+        self._prep.check(t, self.spec.name)
         return t.to(self.device, non_blocking=True)
 
-    def _preprocess_for(self, depth_mode: str | None) -> DepthPreprocess | ColorPreprocess:
+    def _preprocess_for(self, depth_mode: str | None) -> Preprocess:
         if depth_mode is None or depth_mode == self.depth_mode:
             return self._prep
         if self.spec.modality != "depth":
-            raise ValueError(f"depth_mode applies to depth models; {self.spec.name} takes colour")
-        return DepthPreprocess(self.geometry, check_choice("depth_mode", depth_mode, DEPTH_MODES))
+            raise ValueError(f"depth_mode applies to depth models; {self.spec.name} takes {self.spec.modality}")
+        return replace(self._prep, mode=check_choice("depth_mode", depth_mode, DEPTH_MODES))
 
     def _batched(self, x: Any) -> torch.Tensor:
         if isinstance(x, tuple) and self.spec.modality == "rgbd":  # (rgb, depth_m): pack them, where they lie
             x = pack(*x)
         t = self.to_device(x)
-        return t[None] if t.dim() == (2 if self.spec.modality == "depth" else 3) else t
+        return t[None] if t.dim() == (3 if self._prep.raw_channels else 2) else t
 
     def preprocess(self, x: np.ndarray | torch.Tensor, depth_mode: str | None = None) -> torch.Tensor:
         """The model's input (depth in metres, or uint8 RGB) -> the network input, on the model's device."""
@@ -288,11 +259,3 @@ class Encoder:
         return export_onnx(self.net, info, self._prep, path, camera_size=camera_size, batch=batch,
                            precision=precision, check=check)
 
-
-def check_rgbd_constants(encoder: torch.nn.Module, path: os.PathLike) -> None:
-    """LingBot keeps its image mean/std in the checkpoint; our preprocessing uses the same constants."""
-    for name, want in (("image_mean", IMAGE_MEAN), ("image_std", IMAGE_STD)):
-        got = getattr(encoder, name).flatten().tolist()
-        if not np.allclose(got, want):
-            raise CheckpointError(f"{path}: encoder.{name} is {got}, not ImageNet's {list(want)}, which the "
-                                  "RGB-D preprocessing applies")

@@ -18,14 +18,21 @@ import numpy as np
 import torch
 
 from .backends.torch_backend import autocast, pick_device, pick_precision
-from .config import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS, check_choice, check_device
-from .models.lingbot import ASSUMED_VITL_CONFIG, build_lingbot, token_grid
+from .config import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_REFINER,
+    DEFAULT_TOKENS,
+    PRECISIONS,
+    check_choice,
+    check_device,
+)
+from .models.lingbot import token_grid
 from .models.registry import REFINERS, get_spec
-from .models.weights import RANDOM, CheckpointError, file_sha256, load_strict, read_checkpoint, resolve_weights
+from .models.weights import load_model
 
 log = logging.getLogger("defm_ros")
-DEFAULT_REFINER = "lingbot_depth_vitl14"
-DEFAULT_TOKENS = 1200  # upstream's resolution_level 0 (0..9 -> 1200..3600 tokens)
+RANDOM_WARNING = "RANDOM WEIGHTS: refined depth is meaningless (smoke runs only)"
 MASK_THRESHOLD = 0.5
 
 
@@ -67,23 +74,13 @@ class Refiner:
         self.info: dict[str, Any] = {"model": spec.name, "license": spec.license, "num_tokens": num_tokens,
                                      "weights": "", "checkpoint_sha256": "", "random_weights": False,
                                      "checkpoint_skipped": {}, "warnings": []}
-        if weights is not None and str(weights) == RANDOM:
-            msg = "RANDOM WEIGHTS: refined depth is meaningless (smoke runs only)"
-            log.warning("%s: %s", spec.name, msg)
-            self.net = build_lingbot(ASSUMED_VITL_CONFIG)
-            self.info.update(weights=RANDOM, random_weights=True, warnings=[msg])
-        else:
-            path = resolve_weights(spec, weights)
-            state, config = read_checkpoint(path)
-            if config is None:
-                raise CheckpointError(f"{path} has no model_config: a LingBot-Depth model.pt is a dict "
-                                      "{'model_config': ..., 'model': state dict}")
-            try:
-                self.net = build_lingbot(config)
-            except ValueError as exc:
-                raise CheckpointError(f"{path}: {exc}") from None
-            self.info["checkpoint_skipped"] = load_strict(self.net, state, spec, str(path))
-            self.info.update(weights=str(path), checkpoint_sha256=file_sha256(path))
+        loaded = load_model(spec, weights)
+        self.net = loaded.net
+        self.info.update(weights=loaded.weights, checkpoint_sha256=loaded.sha256, random_weights=loaded.random,
+                         checkpoint_skipped=loaded.skipped)
+        if loaded.random:
+            log.warning("%s: %s", spec.name, RANDOM_WARNING)
+            self.info["warnings"].append(RANDOM_WARNING)
         self.net.eval().requires_grad_(False)
         self.device: torch.device | None = None
         if not lazy:

@@ -152,10 +152,11 @@ def test_bench_checks_its_json_path_first(tmp_path, capsys):
 
 
 def test_bench_has_options_for_every_backend():
-    from defm_ros.cli.bench import BACKEND_OPTIONS
-    from defm_ros.config import BACKENDS
+    from defm_ros.cli.bench import BENCH_OPTIONS
+    from defm_ros.config import BACKEND_OPTIONS, BACKENDS
 
-    assert tuple(BACKEND_OPTIONS) == BACKENDS
+    assert tuple(BENCH_OPTIONS) == BACKENDS
+    assert all(o in BACKEND_OPTIONS[b] or o == "nospin" for b, opts in BENCH_OPTIONS.items() for o in opts)
 
 
 def test_demo_draws_no_progress_bar_into_a_log(shared_data, tmp_path, capsys):

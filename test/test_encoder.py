@@ -12,6 +12,7 @@ import torch
 from defm_ros import Encoder
 from defm_ros.backends import DeviceUnavailableError
 from defm_ros.encoder import RANDOM_WARNING
+from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the downgrade path needs a machine without CUDA")
@@ -72,7 +73,8 @@ def test_dense_map_is_cropped_to_the_valid_region(model, size, padded, dense):
     assert tuple(enc.info["padded_size"]) == padded and tuple(enc.info["dense_size"]) == dense
     out = enc.encode(_depth())
     assert out.dense.shape[-2:] == dense
-    x = normalize_depth(torch.from_numpy(_depth()), InputGeometry(enc.geometry.resize, enc.geometry.padded))
+    x = normalize_depth(torch.from_numpy(_depth()), InputGeometry(enc.geometry.resize, enc.geometry.padded),
+                       *FAMILIES["vit"].stats)
     _, full = enc.backend.run(x)  # the network's whole (padded) map: the crop is its top-left corner
     assert torch.equal(full[:, :, : dense[0], : dense[1]], out.dense)
 

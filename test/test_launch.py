@@ -42,14 +42,6 @@ def test_autostart_false_reaches_the_node():
     assert spec.parameters[-1]["autostart"] is False and spec.env == {}
 
 
-def test_launch_defaults_are_the_nodes():
-    from defm_ros.node.params import PARAMS
-
-    for name in ("model", "weights", "backend", "device"):
-        assert LAUNCH_ARGS[name][0] == PARAMS[name][0], name
-    assert LAUNCH_ARGS["autostart"][0] == str(PARAMS["autostart"][0]).lower()
-
-
 def test_a_user_profile_under_either_name_wins_in_launch_and_node():
     from defm_ros.node.dds_profile import apply_large_data_profile
 

@@ -14,6 +14,7 @@ from defm_ros import Encoder
 from defm_ros.backends import DeviceUnavailableError
 from defm_ros.backends.onnx_backend import OnnxBackend
 from defm_ros.backends.onnx_file import FP32_TOLERANCE
+from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import DepthPreprocess, InputGeometry
 from defm_ros.sample_data import sample_depth
 
@@ -47,7 +48,7 @@ def frames() -> torch.Tensor:
     return torch.from_numpy(sample_depth(CAMERA, 2)[0])
 
 
-PREP = DepthPreprocess(InputGeometry((224, 224), (224, 224)))  # what the fused file below holds
+PREP = DepthPreprocess(InputGeometry((224, 224), (224, 224)), *FAMILIES["vit"].stats)  # what the fused file below holds
 
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "defm_efficientnet_b0", "defm_vit_s14"])

@@ -19,9 +19,12 @@ from defm_ros.backends.graph import OPSET, network_graph, preprocess_graph
 from defm_ros.backends.onnx_file import FP32_TOLERANCE, ExportError, check_model, export_onnx, read_sidecar
 from defm_ros.info import StreamInfo
 from defm_ros.models import MODELS, build_model
+from defm_ros.models.registry import FAMILIES
 from defm_ros.models.weights import file_sha256
 from defm_ros.preprocess.depth import DepthPreprocess, GraphNormalize, InputGeometry, normalize_depth
 from defm_ros.sample_data import sample_depth
+
+DEFM = FAMILIES["vit"].stats  # DeFM's mean and std
 
 CNNS = [name for name, spec in MODELS.items() if not spec.is_vit]
 CAMERA = (480, 640)
@@ -57,16 +60,16 @@ def test_graph_normalization_matches_normalize_depth(mode, size, align, pad):
     if mode == "relative":
         depth = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp(0, 10)
     geom = InputGeometry.for_model(size, align, pad)
-    ref = normalize_depth(depth, geom, mode)
-    assert (GraphNormalize(CAMERA, geom, mode)(depth) - ref).abs().max() < 1e-5
-    got = _session(preprocess_graph(DepthPreprocess(geom, mode), CAMERA)).run(None, {"depth": depth.numpy()})[0]
+    ref = normalize_depth(depth, geom, *DEFM, mode)
+    assert (GraphNormalize(CAMERA, geom, *DEFM, mode)(depth) - ref).abs().max() < 1e-5
+    got = _session(preprocess_graph(DepthPreprocess(geom, *DEFM, mode), CAMERA)).run(None, {"depth": depth.numpy()})[0]
     assert got.shape == tuple(ref.shape)
     assert np.abs(got - ref.numpy()).max() < 1e-5
 
 
 def test_graph_normalization_uses_no_onnx_resize():
     """ONNX Resize's antialias filter differs from torch's by ~1e-2; the graph must not use it."""
-    prep = DepthPreprocess(InputGeometry((224, 224), (224, 224)))
+    prep = DepthPreprocess(InputGeometry((224, 224), (224, 224)), *DEFM)
     ops = {n.op_type for n in preprocess_graph(prep, CAMERA).graph.node}
     assert "Resize" not in ops and "MatMul" in ops
 
@@ -165,7 +168,7 @@ def test_export_from_checkpoint_file(tmp_path):
     depth = _frames(1)
     cls, _ = _session(onnx.load(tmp_path / "r18.onnx")).run(None, {"depth": depth.numpy()})
     with torch.no_grad():
-        ref, _ = net.eval()(normalize_depth(depth, InputGeometry((224, 224), (224, 224))))
+        ref, _ = net.eval()(normalize_depth(depth, InputGeometry((224, 224), (224, 224)), *DEFM))
     assert np.abs(cls - ref.numpy()).max() <= FP32_TOLERANCE
 
 
@@ -206,7 +209,7 @@ def test_check_catches_a_graph_that_disagrees_with_torch():
     torch.manual_seed(123)
     other = build_model("defm_resnet18").eval()  # different weights: the check must refuse
     with pytest.raises(ExportError, match="differs from torch"):
-        check_model(model, other, DepthPreprocess(enc.geometry))
+        check_model(model, other, DepthPreprocess(enc.geometry, *DEFM))
 
 
 def test_check_refuses_non_finite_outputs():
@@ -214,7 +217,7 @@ def test_check_refuses_non_finite_outputs():
     with torch.no_grad():
         enc.net.backbone.conv1.weight[0, 0, 0, 0] = math.inf  # NaN in torch and onnx alike: no parity to judge
     with pytest.raises(ExportError, match="onnx output cls has .* non-finite values"):
-        check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry))
+        check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry, *DEFM))
 
 
 def _dangling_input(model) -> None:
@@ -260,7 +263,7 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         enc.export_onnx(tmp_path / "x.onnx", precision="bf16")
     with pytest.raises(ValueError, match="batch"):
-        export_onnx(enc.net, enc.info_obj, DepthPreprocess(enc.geometry), tmp_path / "x.onnx", batch=-1)
+        export_onnx(enc.net, enc.info_obj, DepthPreprocess(enc.geometry, *DEFM), tmp_path / "x.onnx", batch=-1)
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -291,7 +294,7 @@ def test_the_colour_graph_resizes_exactly_as_pil(tmp_path, shared_data):
     from defm_ros.preprocess.color import ColorPreprocess
     from defm_ros.sample_data import sample_color
 
-    prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)))
+    prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)), *FAMILIES["theia"].stats)
     rgb = sample_color(CAMERA, 2)[0]
     got = _session(preprocess_graph(prep, CAMERA)).run(None, {"image": rgb})[0]
     assert np.array_equal(got, prep(torch.from_numpy(rgb)).numpy())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.color import ColorNormalize, ColorPreprocess
 from defm_ros.preprocess.depth import InputGeometry
 from defm_ros.sample_data import color_pngs
@@ -32,7 +33,7 @@ def frames(shared_data) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("size", [(224, 224), (224, 320), (480, 640), (336, 448)])
 def test_equals_the_pil_processor_bit_for_bit(frames, size):
-    prep = ColorPreprocess(InputGeometry(size, size))
+    prep = ColorPreprocess(InputGeometry(size, size), *FAMILIES["theia"].stats)
     batch = torch.from_numpy(np.stack(frames))
     got = prep(batch)
     ref = processor(size)(images=frames, return_tensors="pt")["pixel_values"]
@@ -41,9 +42,9 @@ def test_equals_the_pil_processor_bit_for_bit(frames, size):
 
 
 def test_the_fixed_size_module_is_the_same_arithmetic(frames):
-    prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)))
+    prep = ColorPreprocess(InputGeometry((224, 224), (224, 224)), *FAMILIES["theia"].stats)
     batch = torch.from_numpy(np.stack(frames))
-    assert torch.equal(ColorNormalize((480, 640), (224, 224))(batch), prep(batch))
+    assert torch.equal(ColorNormalize((480, 640), (224, 224), *FAMILIES["theia"].stats)(batch), prep(batch))
     assert isinstance(prep.fixed((480, 640)), ColorNormalize)
 
 

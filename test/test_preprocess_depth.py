@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 from defm_ros.sample_data import depth_pngs, load_depth_png
 
 from .oracle import preprocess_depth_batch, preprocess_depth_dav2, preprocess_depth_image
+
+DEFM = FAMILIES["vit"].stats  # DeFM's mean and std
 
 TOL = 1e-5
 
@@ -41,7 +44,7 @@ def _synthetic(kind: str, shape=(120, 160)) -> np.ndarray:
 def test_matches_upstream_image_on_synthetic(kind, size):
     d = _synthetic(kind)
     ref = preprocess_depth_image(d.copy(), target_size=size, patch_size=14)
-    ours = normalize_depth(torch.from_numpy(d), InputGeometry.for_model(size, 14, pad=False))
+    ours = normalize_depth(torch.from_numpy(d), InputGeometry.for_model(size, 14, pad=False), *DEFM)
     assert ours.shape == ref.shape
     assert torch.isfinite(ours).all()
     assert (ours - ref).abs().max().item() <= TOL
@@ -54,7 +57,7 @@ def test_matches_upstream_on_real_frames(shared_data):
         frame = load_depth_png(path)
         for size in [(224, 224), (224, 308)]:
             ref = preprocess_depth_image(frame.depth.copy(), target_size=size, patch_size=14)
-            ours = normalize_depth(torch.from_numpy(frame.depth), InputGeometry.for_model(size, 14, pad=False))
+            ours = normalize_depth(torch.from_numpy(frame.depth), InputGeometry.for_model(size, 14, pad=False), *DEFM)
             assert (ours - ref).abs().max().item() <= TOL, path
 
 
@@ -64,7 +67,7 @@ def test_batch_matches_upstream_batch_with_cnn_padding(shared_data):
     batch[0, :3, :3] = np.nan
     for size in [(224, 224), (200, 300)]:
         ref = preprocess_depth_batch(batch.copy(), target_size=size, cnn_padding=True)
-        ours = normalize_depth(torch.from_numpy(batch), InputGeometry.for_model(size, 32, pad=True))
+        ours = normalize_depth(torch.from_numpy(batch), InputGeometry.for_model(size, 32, pad=True), *DEFM)
         assert ours.shape == ref.shape == (len(frames), 3, -(-size[0] // 32) * 32, -(-size[1] // 32) * 32)
         assert (ours - ref).abs().max().item() <= TOL
 
@@ -72,7 +75,7 @@ def test_batch_matches_upstream_batch_with_cnn_padding(shared_data):
 def test_vit_geometry_crops_to_patch_multiples_like_upstream():
     d = _synthetic("plain", (100, 130))
     ref = preprocess_depth_image(d, target_size=(100, 130), patch_size=14)
-    ours = normalize_depth(torch.from_numpy(d), InputGeometry.for_model((100, 130), 14, pad=False))
+    ours = normalize_depth(torch.from_numpy(d), InputGeometry.for_model((100, 130), 14, pad=False), *DEFM)
     assert ours.shape == ref.shape == (1, 3, 98, 126)
 
 
@@ -81,7 +84,7 @@ def test_relative_mode_matches_upstream_dav2(shared_data):
         frame = load_depth_png(path)
         assert frame.mode == "relative"
         ref = preprocess_depth_dav2(frame.depth.copy(), target_size=224, patch_size=14)
-        ours = normalize_depth(torch.from_numpy(frame.depth), InputGeometry.for_model((224, 224), 14, False),
+        ours = normalize_depth(torch.from_numpy(frame.depth), InputGeometry.for_model((224, 224), 14, False), *DEFM,
                                mode="relative")
         assert (ours - ref).abs().max().item() <= TOL
 
@@ -91,8 +94,8 @@ def test_channels_have_their_meaning():
     geom = InputGeometry.for_model((28, 28), 14, pad=False)
     near = torch.full((28, 28), 1.0)
     near[0, 0] = 2.0
-    out_near = normalize_depth(near, geom)
-    out_far = normalize_depth(near * 5, geom)
+    out_near = normalize_depth(near, geom, *DEFM)
+    out_far = normalize_depth(near * 5, geom, *DEFM)
     assert not torch.allclose(out_near[:, 0], out_far[:, 0])
     assert torch.allclose(out_near[:, 2], out_far[:, 2], atol=0.2)
 
@@ -100,8 +103,8 @@ def test_channels_have_their_meaning():
 def test_rejects_bad_shapes_and_modes():
     geom = InputGeometry.for_model((28, 28), 14, pad=False)
     with pytest.raises(ValueError, match="shape"):
-        normalize_depth(torch.zeros(1, 1, 4, 4), geom)
+        normalize_depth(torch.zeros(1, 1, 4, 4), geom, *DEFM)
     with pytest.raises(ValueError, match="depth_mode"):
-        normalize_depth(torch.zeros(4, 4), geom, mode="inverse")
+        normalize_depth(torch.zeros(4, 4), geom, *DEFM, mode="inverse")
     with pytest.raises(ValueError, match="smaller than one"):
         InputGeometry.for_model((10, 100), 14, pad=False)

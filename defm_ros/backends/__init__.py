@@ -1,5 +1,6 @@
 """Inference backends behind one interface (base.Backend), and the ONNX files they run."""
 
-from .base import Backend, BackendReport, DeviceUnavailableError, Preprocess
+from ..preprocess.base import Preprocess
+from .base import Backend, BackendReport, DeviceUnavailableError
 
 __all__ = ["Backend", "BackendReport", "DeviceUnavailableError", "Preprocess"]

@@ -10,35 +10,13 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
+
+from ..preprocess.base import Preprocess
 
 log = logging.getLogger("defm_ros")
-
-
-class Preprocess(Protocol):
-    """A model family's raw input -> network input (normalize.DepthPreprocess is the depth one)."""
-
-    input_name: ClassVar[str]  # the raw input's name in an exported graph
-    modality: ClassVar[str]  # "depth" or "color": which sample frames check an export
-    input_description: ClassVar[str]
-    net_channels: ClassVar[int]  # channels of the network input it makes
-
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor: ...
-
-    def raw_size(self, raw: torch.Tensor) -> tuple[int, int]: ...
-
-    def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
-        """The eager preprocessing of one camera size, on `device` (a torch backend keeps it while open)."""
-        ...
-
-    def fixed(self, camera_size: tuple[int, int]) -> nn.Module: ...
-
-    def example(self, batch: int, camera_size: tuple[int, int]) -> torch.Tensor: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 class DeviceUnavailableError(RuntimeError):

@@ -26,18 +26,19 @@ import numpy as np
 
 from .common import CliError, add_device_option, add_model_options, model_size, output_file, progress, size_type
 
-BACKEND_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}  # per config.BACKENDS
+# the Encoder's backend options (config.BACKEND_OPTIONS) a bench run can switch on; nospin is spin=False
+BENCH_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}
 
 
 def backend_spec(text: str) -> tuple[str, dict[str, bool]]:
     """'onnxruntime:trt' -> ("onnxruntime", {"trt": True})."""
     name, _, opts = text.partition(":")
-    if name not in BACKEND_OPTIONS:
-        raise argparse.ArgumentTypeError(f"backend must be one of {list(BACKEND_OPTIONS)}, got {name!r}")
+    if name not in BENCH_OPTIONS:
+        raise argparse.ArgumentTypeError(f"backend must be one of {list(BENCH_OPTIONS)}, got {name!r}")
     flags = {o: True for o in opts.split("+") if o}
-    bad = [o for o in flags if o not in BACKEND_OPTIONS[name]]
+    bad = [o for o in flags if o not in BENCH_OPTIONS[name]]
     if bad:
-        raise argparse.ArgumentTypeError(f"{name} options are {BACKEND_OPTIONS[name]}, got {bad}")
+        raise argparse.ArgumentTypeError(f"{name} options are {BENCH_OPTIONS[name]}, got {bad}")
     return name, flags
 
 

@@ -21,10 +21,14 @@ from ..config import (
     BAG_COMPRESSIONS,
     DEFAULT_BACKEND,
     DEFAULT_COMPRESSION,
+    DEFAULT_DEPTH_SCALE,
     DEFAULT_DTYPE,
+    DEFAULT_REFINER,
+    DEFAULT_TOKENS,
     OUTPUT_DTYPES,
     REFINE,
 )
+from ..models import REFINERS
 from .common import CliError, add_device_option, add_model_options, positive_int
 
 log = logging.getLogger("defm_ros")
@@ -41,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--dtype", choices=list(OUTPUT_DTYPES), default=DEFAULT_DTYPE,
                    help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
-    p.add_argument("--depth-scale", type=float, default=0.001,
-                   help="metres per unit of 16UC1/mono16 depth (default 0.001: millimetres)")
+    p.add_argument("--depth-scale", type=float, default=DEFAULT_DEPTH_SCALE,
+                   help=f"metres per unit of 16UC1/mono16 depth (default {DEFAULT_DEPTH_SCALE}: millimetres)")
     p.add_argument("--compression", choices=list(BAG_COMPRESSIONS), default=DEFAULT_COMPRESSION,
                    help="feature bag mcap chunk compression (zstd: smaller files, slower writes)")
     p.add_argument("--resume", action="store_true", help="continue existing outputs, skipping frames they hold")
@@ -63,9 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", default="none", choices=list(REFINE),
                    help="refine each depth topic from its camera's colour topic (paired by stamp) before a DeFM "
                         "model; writes the refined depth too")
-    p.add_argument("--refine-model", default="lingbot_depth_vitl14", help="refiner (default lingbot_depth_vitl14)")
+    p.add_argument("--refine-model", default=DEFAULT_REFINER, choices=list(REFINERS), metavar="NAME",
+                   help=f"refiner (default {DEFAULT_REFINER})")
     p.add_argument("--refine-weights", default=None, help="refiner model.pt (default: models/, HF cache, Hub)")
-    p.add_argument("--refine-tokens", type=positive_int, default=1200, help="refiner patch tokens (default 1200)")
+    p.add_argument("--refine-tokens", type=positive_int, default=DEFAULT_TOKENS,
+                   help=f"refiner patch tokens (default {DEFAULT_TOKENS})")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

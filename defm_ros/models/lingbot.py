@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocess.rgbd import prepare
+from .registry import FAMILIES
 from .vit import PATCH, PatchEmbed, SwiGLU  # DINOv2's pieces, as DeFM's ViT has them
 
 PRETRAIN_GRID = 37  # DINOv2's 518x518 position embedding
@@ -192,8 +193,9 @@ class RGBDEncoder(nn.Module):
         if img_mask_ratio > 0:  # a training-time parameter upstream creates; kept for strict loading
             self.mask_token_mae = nn.Parameter(torch.zeros(1, 1, dim))
         self.output_projections = nn.ModuleList(nn.Conv2d(dim, dim_out, 1) for _ in self.layers)
-        self.register_buffer("image_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("image_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        mean, std = FAMILIES["lingbot"].mean, FAMILIES["lingbot"].std  # until the checkpoint's are loaded
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1))
 
     def encode(self, img: torch.Tensor, depth: torch.Tensor, fixed: bool = False,
                pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,6 +387,15 @@ class LingBotFeatures(nn.Module):
 
     def _pos_embed(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
         return self.encoder.backbone.patch_pos_embed(rows, cols).to(dtype)
+
+    def architecture(self) -> dict[str, Any]:
+        """What came with the checkpoint and shapes the stream: the widths, and the preprocessing it was
+        trained with (depth remap, image mean and std). The Encoder describes and preprocesses by it."""
+        enc = self.encoder
+        return {"cls_channels": enc.backbone.cls_token.shape[-1],
+                "dense_channels": enc.output_projections[0].out_channels,
+                "normalization": {"remap_depth_in": self.remap_depth_in, "mean": enc.image_mean.flatten().tolist(),
+                                  "std": enc.image_std.flatten().tolist()}}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self._pos_embed(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)

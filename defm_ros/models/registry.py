@@ -12,22 +12,54 @@ from typing import Literal
 
 from ..config import DEFAULT_DENSE_LEVEL, DEFAULT_INPUT_SIZE, DENSE_LEVELS, check_choice
 
-Family = Literal["vit", "resnet", "efficientnet", "regnet", "theia", "lingbot"]
 Modality = Literal["depth", "color", "rgbd"]
 DEFM_REPO = "leggedrobotics/defm"
-DEFM_LICENSE = "Apache-2.0"
-THEIA_LICENSE = ("non-commercial research only (Theia's code and weights, The AI Institute's licence: "
-                 "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)")
-LINGBOT_LICENSE = "Apache-2.0 (LingBot-Depth, Robbyant)"
-PATCH = {"vit": 14, "theia": 16, "lingbot": 14}  # ViT families: patch size (inputs are cropped to multiples of it)
-HUB_FILES = {"theia": "model.safetensors", "lingbot": "model.pt"}  # one name for every variant: a folder each
-# LingBot's default input: its 1200-token grid at 4:3 (30 x 40 patches), what upstream picks for 640x480
-DEFAULT_SIZES = {"lingbot": (420, 560)}
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class Family:
+    """What every variant of one architecture family shares: how it is built (`builder`: the models/ module
+    whose `build(spec, dense_level, config)` makes it), what it takes, how its input is standardized
+    (`mean`, `std`: the network input's channels), its patch (ViTs; 0: a padded CNN), where its checkpoints
+    are and under which licence. `config_in_checkpoint`: the architecture comes with each checkpoint."""
+
+    builder: str
+    modality: Modality
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    license: str
+    patch: int = 0
+    hub_file: str = ""  # one file name for every variant (a folder each); "": <variant>.pth
+    default_size: tuple[int, int] = DEFAULT_INPUT_SIZE
+    config_in_checkpoint: bool = False
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std), as a Preprocess takes them."""
+        return self.mean, self.std
+
+
+DEFM = dict(modality="depth", mean=(0.248880, 0.495620, 0.492858), std=(0.139357, 0.271314, 0.297177),
+            license="Apache-2.0")
+FAMILIES: dict[str, Family] = {
+    "vit": Family("vit", patch=14, **DEFM),
+    "resnet": Family("cnn", **DEFM),
+    "efficientnet": Family("cnn", **DEFM),
+    "regnet": Family("cnn", **DEFM),
+    # Theia's image processor (facebook/deit-*): mean = std = 0.5, not ImageNet's
+    "theia": Family("theia", "color", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), patch=16, hub_file="model.safetensors",
+                    license="non-commercial research only (Theia's code and weights, The AI Institute's licence: "
+                            "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)"),
+    # LingBot's default input: its 1200-token grid at 4:3 (30 x 40 patches), what upstream picks for 640x480
+    "lingbot": Family("lingbot", "rgbd", *IMAGENET, patch=14, hub_file="model.pt", default_size=(420, 560),
+                      license="Apache-2.0 (LingBot-Depth, Robbyant)", config_in_checkpoint=True),
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a variant is, independent of its weights.
+    """What a variant is, independent of its weights; what its family shares is in `fam` (FAMILIES).
 
     `align` is what the input size must be a multiple of (ViTs: cropped down to the patch size, CNNs:
     padded up to 32). Checkpoints: `hub_file` in the Hub repo `hub_repo`, or `local_file` below the
@@ -36,7 +68,7 @@ class ModelSpec:
     """
 
     name: str
-    family: Family
+    family: str
     arch: str
     cls_dim: int
     dense_dim: int
@@ -44,20 +76,38 @@ class ModelSpec:
     # ViT only
     depth: int = 0
     num_heads: int = 0
-    modality: Modality = "depth"
     hub_repo: str = DEFM_REPO
-    license: str = DEFM_LICENSE
     checkpoint_prefix: str = ""
     skipped_prefixes: tuple[str, ...] = ()
     skip_group_levels: int = 1  # how skipped keys are grouped in the report (name levels)
 
     @property
+    def fam(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def modality(self) -> Modality:
+        return self.fam.modality
+
+    @property
+    def license(self) -> str:
+        return self.fam.license
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.fam.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.fam.std
+
+    @property
     def is_vit(self) -> bool:
-        return self.family in PATCH
+        return self.patch > 0
 
     @property
     def patch(self) -> int:
-        return PATCH.get(self.family, 0)
+        return self.fam.patch
 
     @property
     def align(self) -> int:
@@ -66,24 +116,23 @@ class ModelSpec:
     @property
     def default_size(self) -> tuple[int, int]:
         """The input size used when none is given: what the model was trained at."""
-        return DEFAULT_SIZES.get(self.family, DEFAULT_INPUT_SIZE)
+        return self.fam.default_size
 
     @property
     def hub_file(self) -> str:
-        return HUB_FILES.get(self.family, f"{self.name}.pth")
+        return self.fam.hub_file or f"{self.name}.pth"
 
     @property
     def local_file(self) -> str:
         """Below models/: DeFM's files by their own names; Theia's and LingBot's share one name per family,
         so one folder each (as `huggingface-cli download ... --local-dir models/<name>` puts them)."""
-        return f"{self.name}/{self.hub_file}" if self.family in HUB_FILES else self.hub_file
+        return f"{self.name}/{self.hub_file}" if self.fam.hub_file else self.hub_file
 
 
 def _theia(size: str, dim: int, heads: int, params_m: float) -> ModelSpec:
     return ModelSpec(f"theia_{size}", "theia", f"deit_{size}", dim, dim, params_m, depth=12, num_heads=heads,
-                     modality="color", hub_repo=f"theaiinstitute/theia-{size}-patch16-224-cdiv",
-                     license=THEIA_LICENSE, checkpoint_prefix="backbone.model.", skipped_prefixes=("translator.",),
-                     skip_group_levels=3)
+                     hub_repo=f"theaiinstitute/theia-{size}-patch16-224-cdiv", checkpoint_prefix="backbone.model.",
+                     skipped_prefixes=("translator.",), skip_group_levels=3)
 
 
 _SPECS = [
@@ -110,7 +159,7 @@ def _lingbot(name: str, repo: str, params_m: float, decoder: bool) -> ModelSpec:
     model leaves out the decoder too."""
     skipped = ("normal_head.", "scale_head.") + (() if decoder else ("neck.", "depth_head.", "mask_head."))
     return ModelSpec(name, "lingbot", "dinov2_vitl14", 1024, 1024, params_m, depth=24, num_heads=16,
-                     modality="rgbd", hub_repo=f"robbyant/{repo}", license=LINGBOT_LICENSE, skipped_prefixes=skipped)
+                     hub_repo=f"robbyant/{repo}", skipped_prefixes=skipped)
 
 
 _SPECS.append(_lingbot("lingbot_rgbd_vitl14", "lingbot-depth-pretrain-vitl-14", 304.4, decoder=False))

@@ -1,4 +1,5 @@
-"""Finding and strictly loading checkpoints (DeFM .pth, Theia .safetensors).
+"""Finding and strictly loading checkpoints (DeFM .pth, Theia .safetensors, LingBot-Depth model.pt):
+`load_model` is the one way every family's weights get into a network.
 
 Resolution order (SPEC §2): explicit path > the package's models/ folder > Hugging Face cache >
 download from the Hub. A checkpoint is data, never code: .pth files are read with
@@ -13,6 +14,7 @@ import logging
 import os
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:  # torch is imported where a checkpoint is read: `defm-ros --h
     import torch
     from torch import nn
 
+from ..config import DEFAULT_DENSE_LEVEL
 from .registry import REFINERS, ModelSpec
 
 RANDOM = "random"
@@ -252,3 +255,41 @@ def load_strict(model: nn.Module, checkpoint: dict[str, torch.Tensor], spec: Mod
         raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
     model.load_state_dict(state, strict=True)
     return skipped
+
+
+@dataclass
+class Loaded:
+    """A network with its weights and where they came from (the stream description's provenance)."""
+
+    net: nn.Module
+    weights: str  # the checkpoint's path, or RANDOM
+    sha256: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)  # key groups left out on purpose, with counts
+
+    @property
+    def random(self) -> bool:
+        return self.weights == RANDOM
+
+
+def load_model(spec: ModelSpec, weights: str | os.PathLike | None,
+               dense_level: str = DEFAULT_DENSE_LEVEL) -> Loaded:
+    """Resolve, read and strictly load a variant's checkpoint, on the CPU, in eval mode; "random": random
+    weights (the caller says so out loud). A family whose checkpoints carry their architecture is built from it."""
+    from . import build_model
+
+    if weights is not None and str(weights) == RANDOM:
+        return Loaded(build_model(spec.name, dense_level).eval(), RANDOM)
+    path = resolve_weights(spec, weights)
+    state, config = read_checkpoint(path)
+    if spec.fam.config_in_checkpoint and config is None:
+        raise CheckpointError(f"{path} has no model_config: a {spec.name} checkpoint is a dict "
+                              "{'model_config': ..., 'model': state dict}")
+    try:
+        net = build_model(spec.name, dense_level=dense_level, config=config).eval()
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    skipped = load_strict(net, state, spec, str(path))
+    if skipped:
+        log.info("%s: left out the training-time keys %s", path.name,
+                 ", ".join(f"{group}.* ({n})" for group, n in skipped.items()))
+    return Loaded(net, str(path), file_sha256(path), skipped)

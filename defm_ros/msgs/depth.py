@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DEFAULT_DEPTH_SCALE
+
 MAX_SIDE = 16384  # larger than any depth camera; a header beyond this is treated as corrupt
 RAW_ENCODINGS = {"16UC1": "u2", "mono16": "u2", "32FC1": "f4"}
 COMPRESSED_HEADER = struct.Struct("<iff")  # compressionFormat, depthQuantA, depthQuantB
@@ -38,7 +40,7 @@ def _to_metres(raw: np.ndarray, depth_scale: float) -> np.ndarray:
     return raw.astype(np.float32) * np.float32(depth_scale)
 
 
-def decode_image(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
+def decode_image(msg: Any, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np.ndarray:
     """A sensor_msgs/Image with encoding 16UC1, mono16 (units of depth_scale m) or 32FC1 (m)."""
     enc = msg.encoding
     if enc not in RAW_ENCODINGS:
@@ -80,7 +82,7 @@ def _decode_png16(payload: bytes) -> np.ndarray:
     return arr.astype(np.uint16, copy=False)
 
 
-def decode_compressed(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
+def decode_compressed(msg: Any, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np.ndarray:
     """A compressedDepth CompressedImage ("16UC1; compressedDepth png", "32FC1; compressedDepth ...").
 
     32FC1 payloads hold quantized inverse depth: d = A / (q - B), with q = 0 meaning invalid (NaN).
@@ -106,7 +108,7 @@ def decode_compressed(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
     return depth
 
 
-def decode_depth(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
+def decode_depth(msg: Any, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np.ndarray:
     """Either message type -> (H, W) float32 metres; invalid pixels are 0 (16-bit) or NaN/inf (float)."""
     if hasattr(msg, "format"):
         return decode_compressed(msg, depth_scale)

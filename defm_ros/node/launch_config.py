@@ -1,9 +1,9 @@
 """What the launch files start, as plain data, so it is tested without `launch`.
 
-The launch arguments are declared here (defaults and choices from config.py); the launch files only
-hand their values on. defm.launch.py: one node, on depth or colour as its model takes
-(node_launch); depth_and_color.launch.py: DeFM on depth and Theia on colour from one camera, as two
-nodes in their own namespaces (depth_and_color).
+The launch arguments are declared here (those that set node parameters take their defaults from the node's
+parameter table, params.PARAMS); the launch files only hand their values on. defm.launch.py: one node, on
+depth or colour as its model takes (node_launch); depth_and_color.launch.py: DeFM on depth and Theia on
+colour from one camera, as two nodes in their own namespaces (depth_and_color).
 """
 
 from __future__ import annotations
@@ -12,9 +12,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, REFINE
+from ..config import BACKENDS, DEFAULT_MODEL, REFINE
 from ..models import get_spec
 from .dds_profile import PROFILE_ENV, PROFILE_FILE, user_profile_set
+from .params import PARAMS
+
+
+def _param(name: str, text: str) -> tuple[str, str]:
+    """A launch argument that sets the node parameter `name`: its default, spelled as launch arguments are."""
+    default = PARAMS[name][0]
+    return str(default).lower() if isinstance(default, bool) else str(default), text
+
 
 # camera -> modality -> its driver's default topics (config/*.yaml)
 CAMERA_PRESETS = {
@@ -26,18 +34,18 @@ DEFAULT_COLOR_MODEL = "theia_small"
 # name -> (default, description), as `ros2 launch defm_ros defm.launch.py --show-args` lists them
 LAUNCH_ARGS = {
     "camera": ("realsense", " | ".join(CAMERA_PRESETS) + " (custom: set depth_topic or params_file)"),
-    "model": (DEFAULT_MODEL, "DeFM (depth) or Theia (colour) variant (defm-ros info lists them)"),
-    "weights": ("", "checkpoint path; empty: models/, HF cache, Hub"),
-    "backend": (DEFAULT_BACKEND, " | ".join(BACKENDS)),
-    "device": (DEFAULT_DEVICE, "cpu | cuda | cuda:N"),
+    "model": _param("model", "DeFM (depth) or Theia (colour) variant (defm-ros info lists them)"),
+    "weights": _param("weights", "checkpoint path; empty: models/, HF cache, Hub"),
+    "backend": _param("backend", " | ".join(BACKENDS)),
+    "device": _param("device", "cpu | cuda | cuda:N"),
     "namespace": ("", "node namespace"),
     "depth_topic": ("", "override the preset's depth topic (DeFM models)"),
     "image_topic": ("", "override the preset's colour topic (Theia models)"),
     "params_file": ("", "extra parameter file (e.g. config/multi_camera.yaml)"),
     "large_data_profile": ("true", "apply config/fastdds_large_data.xml to this launch's processes"),
-    "autostart": ("true", "configure and activate at start-up; false: drive it with `ros2 lifecycle set`"),
-    "refine": ("none", " | ".join(REFINE) + ": refine raw depth from aligned colour before a DeFM model"),
-    "refine_weights": ("", "the refiner's model.pt; empty: models/lingbot_depth_vitl14/, HF cache, Hub"),
+    "autostart": _param("autostart", "configure and activate at start-up; false: drive it with `ros2 lifecycle set`"),
+    "refine": _param("refine", " | ".join(REFINE) + ": refine raw depth from aligned colour before a DeFM model"),
+    "refine_weights": _param("refine_weights", "the refiner's model.pt; empty: models/<refine_model>/, HF cache, Hub"),
 }
 BOOL_ARGS = ("large_data_profile", "autostart")
 # depth_and_color.launch.py: the same, with a model (and weights) per node

@@ -10,39 +10,20 @@ full-resolution 3-channel intermediates.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import DEFAULT_DEPTH_MODE, DEPTH_MODES, check_choice
+from .base import InputGeometry, Preprocess
 from .resize import BandedResize
 
-MEAN = (0.248880, 0.495620, 0.492858)
-STD = (0.139357, 0.271314, 0.297177)
 MAX_DEPTH_C1 = 100.0
 MAX_DEPTH_C2 = 9.0  # upstream trained with log(10) ~= log1p(9); keep 9, not 10
-
-
-@dataclass(frozen=True)
-class InputGeometry:
-    """Where a frame goes: resized to `resize`, then zero-padded (after normalization) to `padded`."""
-
-    resize: tuple[int, int]
-    padded: tuple[int, int]
-
-    @classmethod
-    def for_model(cls, input_size: tuple[int, int], align: int, pad: bool) -> InputGeometry:
-        """ViTs crop the size down to multiples of 14; BiFPN CNNs pad it up to multiples of 32."""
-        h, w = (int(v) for v in input_size)
-        if pad:
-            return cls((h, w), (-(-h // align) * align, -(-w // align) * align))
-        h, w = h // align * align, w // align * align
-        if h == 0 or w == 0:
-            raise ValueError(f"input_size {input_size} is smaller than one {align}-pixel patch")
-        return cls((h, w), (h, w))
 
 
 def relative_to_pseudo_metric(depth: torch.Tensor) -> torch.Tensor:
@@ -57,9 +38,12 @@ def relative_to_pseudo_metric(depth: torch.Tensor) -> torch.Tensor:
 def normalize_depth(
     depth: torch.Tensor,
     geometry: InputGeometry,
+    mean: Sequence[float],
+    std: Sequence[float],
     mode: str = DEFAULT_DEPTH_MODE,
 ) -> torch.Tensor:
-    """Depth (H, W) or (B, H, W) in metres -> normalized model input (B, 3, *geometry.padded)."""
+    """Depth (H, W) or (B, H, W) in metres -> normalized model input (B, 3, *geometry.padded), standardized
+    by the DeFM family's `mean` and `std` (models.registry.FAMILIES)."""
     if depth.dim() == 2:
         depth = depth[None]
     if depth.dim() != 3:
@@ -70,7 +54,7 @@ def normalize_depth(
     planes, lo, hi = log_planes(d)
     if tuple(planes.shape[-2:]) != geometry.resize:
         planes = F.interpolate(planes, size=geometry.resize, mode="bilinear", align_corners=False, antialias=True)
-    return planes_to_input(planes, lo, hi, geometry)
+    return planes_to_input(planes, lo, hi, geometry, mean, std)
 
 
 def log_planes(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,7 +65,8 @@ def log_planes(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return planes, flat.amin(1), flat.amax(1)
 
 
-def planes_to_input(planes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, geometry: InputGeometry) -> torch.Tensor:
+def planes_to_input(planes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, geometry: InputGeometry,
+                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Resized planes -> C1, C2, C3, standardized and padded: the network input (B, 3, *padded)."""
     span = hi - lo
     valid = span > 0
@@ -90,7 +75,7 @@ def planes_to_input(planes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ge
     c1 = r * (1.0 / math.log1p(MAX_DEPTH_C1))
     c2 = (rc * (1.0 / math.log1p(MAX_DEPTH_C2))).clamp(0.0, 1.0)
     c3 = (r - lo[:, None, None]) * inv_span[:, None, None]
-    out = torch.stack([(c - m) / s for c, m, s in zip((c1, c2, c3), MEAN, STD, strict=True)], dim=1)
+    out = torch.stack([(c - m) / s for c, m, s in zip((c1, c2, c3), mean, std, strict=True)], dim=1)
     ph, pw = geometry.padded[0] - geometry.resize[0], geometry.padded[1] - geometry.resize[1]
     return F.pad(out, (0, pw, 0, ph)) if ph or pw else out
 
@@ -103,65 +88,64 @@ class GraphNormalize(nn.Module):
     spent 5-6 ms per 640x480 frame on dense ones, more than the rest of the graph).
     """
 
-    def __init__(self, camera_size: tuple[int, int], geometry: InputGeometry, mode: str = DEFAULT_DEPTH_MODE) -> None:
+    def __init__(self, camera_size: tuple[int, int], geometry: InputGeometry, mean: Sequence[float],
+                 std: Sequence[float], mode: str = DEFAULT_DEPTH_MODE) -> None:
         super().__init__()
         self.geometry, self.relative = geometry, check_choice("depth_mode", mode, DEPTH_MODES) == "relative"
+        self.mean, self.std = tuple(mean), tuple(std)
         self.resize = BandedResize(camera_size, geometry.resize)
 
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
         if self.relative:
             depth = relative_to_pseudo_metric(depth)
         planes, lo, hi = log_planes(torch.where(depth < math.inf, depth, torch.zeros_like(depth)))
-        return planes_to_input(self.resize(planes), lo, hi, self.geometry)
+        return planes_to_input(self.resize(planes), lo, hi, self.geometry, self.mean, self.std)
 
 
 class DepthNormalize(nn.Module):
     """normalize_depth as a module (it holds nothing on a device): what a torch backend runs eagerly."""
 
-    def __init__(self, geometry: InputGeometry, mode: str) -> None:
+    def __init__(self, prep: DepthPreprocess) -> None:
         super().__init__()
-        self.geometry, self.mode = geometry, mode
+        self.prep = prep
 
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
-        return normalize_depth(depth, self.geometry, self.mode)
+        p = self.prep
+        return normalize_depth(depth, p.geometry, p.mean, p.std, p.mode)
 
 
 @dataclass(frozen=True)
-class DepthPreprocess:
-    """Depth in metres (B, H, W) -> the DeFM network input: the Preprocess of depth models.
+class DepthPreprocess(Preprocess):
+    """Depth in metres (B, H, W) -> the DeFM network input: the Preprocess of depth models."""
 
-    A backend calls it eagerly on its device, or asks `fixed(camera_size)` for a module of one camera
-    size to put into an exported graph.
-    """
-
-    geometry: InputGeometry
     mode: str = DEFAULT_DEPTH_MODE
     input_name: ClassVar[str] = "depth"
     modality: ClassVar[str] = "depth"
     input_description: ClassVar[str] = "raw depth in metres (B, H, W)"
     net_channels: ClassVar[int] = 3
-
-    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
-        return normalize_depth(depth, self.geometry, self.mode)
+    raw_channels: ClassVar[int] = 0
 
     def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
-        return DepthNormalize(self.geometry, self.mode)
+        """Eagerly, any camera size: torch's own antialiased resize (upstream's numbers)."""
+        return DepthNormalize(self)
+
+    def check(self, raw: torch.Tensor, model: str) -> None:
+        if raw.dtype == torch.uint8:
+            raise ValueError(f"{model} takes depth in metres (float), (H, W) or (B, H, W); got uint8 "
+                             f"{tuple(raw.shape)} (a colour image? run a Theia model on it)")
+        if raw.dim() not in (2, 3):
+            raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(raw.shape)}")
 
     def __str__(self) -> str:
         return f"the {self.mode} depth normalization to {self.geometry.resize[0]}x{self.geometry.resize[1]}"
 
-    @staticmethod
-    def raw_size(raw: torch.Tensor) -> tuple[int, int]:
-        return int(raw.shape[-2]), int(raw.shape[-1])
-
     def fixed(self, camera_size: tuple[int, int]) -> nn.Module:
-        return GraphNormalize(camera_size, self.geometry, self.mode)
+        return GraphNormalize(camera_size, self.geometry, self.mean, self.std, self.mode)
 
     @staticmethod
     def example(batch: int, camera_size: tuple[int, int]) -> torch.Tensor:
         return torch.rand(batch, *camera_size) * 5.0
 
-    @staticmethod
-    def describe() -> dict:
-        return {"kind": "defm_metric_log3", "mean": list(MEAN), "std": list(STD), "max_depth_c1": MAX_DEPTH_C1,
-                "max_depth_c2": MAX_DEPTH_C2, "resize": "bilinear_antialias"}
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "defm_metric_log3", "mean": list(self.mean), "std": list(self.std),
+                "max_depth_c1": MAX_DEPTH_C1, "max_depth_c2": MAX_DEPTH_C2, "resize": "bilinear_antialias"}

@@ -1,13 +1,13 @@
 """LingBot-Depth's input: aligned colour and depth resized to the patch grid, colour standardized with
-ImageNet's mean and std, depth cleaned (NaN/inf/<= 1 cm -> empty) and log-remapped, as upstream's
+the family's mean and std, depth cleaned (NaN/inf/<= 1 cm -> empty) and log-remapped, as upstream's
 RGB-D encoder does. Frames travel as one float32 (H, W, 4) array: RGB (0..255) and depth in metres
 (pack), so that the Encoder, the node and the backends move one input per frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .depth import InputGeometry
+from .base import Preprocess
 from .resize import BandedResize
 
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 DEPTH_MIN = 0.01  # metres: below is no depth
 REMAPS = ("log", "linear")
 
@@ -83,13 +81,14 @@ class NearestResize(nn.Module):
 class RGBDNormalize(nn.Module):
     """Packed RGB-D (B, H, W, 4) of one camera size -> the network input (B, 4, *size)."""
 
-    def __init__(self, camera_size: tuple[int, int] | None, size: tuple[int, int], remap: str) -> None:
+    def __init__(self, camera_size: tuple[int, int] | None, size: tuple[int, int], remap: str,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.size, self.remap = size, remap
         self.resize = None if camera_size is None else (BandedResize(camera_size, size),
                                                         NearestResize(camera_size, size))
-        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, rgbd: torch.Tensor) -> torch.Tensor:
         x = rgbd.permute(0, 3, 1, 2)
@@ -98,38 +97,40 @@ class RGBDNormalize(nn.Module):
 
 
 @dataclass(frozen=True)
-class RGBDPreprocess:
+class RGBDPreprocess(Preprocess):
     """Packed RGB-D (B, H, W, 4) -> LingBot's network input (B, 4, *size): the Preprocess of RGB-D models."""
 
-    geometry: InputGeometry
     remap: str = "log"
     input_name: ClassVar[str] = "rgbd"
     modality: ClassVar[str] = "rgbd"
     input_description: ClassVar[str] = "float32 (B, H, W, 4): RGB 0..255 and depth in metres, aligned"
     net_channels: ClassVar[int] = 4
-
-    def __call__(self, rgbd: torch.Tensor) -> torch.Tensor:
-        return self.module(self.raw_size(rgbd), rgbd.device)(rgbd)
+    raw_channels: ClassVar[int] = 4
 
     def module(self, camera_size: tuple[int, int], device: torch.device) -> nn.Module:
-        return RGBDNormalize(None, self.geometry.resize, self.remap).to(device)
+        """Eagerly, torch's own resizes of any camera size (upstream's numbers), not fixed matrices."""
+        return RGBDNormalize(None, self.geometry.resize, self.remap, self.mean, self.std).to(device)
+
+    def check(self, raw: torch.Tensor, model: str) -> None:
+        if not raw.is_floating_point() or raw.dim() not in (3, 4) or raw.shape[-1] != 4:
+            raise ValueError(f"{model} takes aligned colour and depth: encode((rgb, depth_m)), or float32 "
+                             f"(H, W, 4) / (B, H, W, 4) from preprocess.rgbd.pack; got {raw.dtype} {tuple(raw.shape)}")
 
     def __str__(self) -> str:
         return f"the RGB-D preparation to {self.geometry.resize[0]}x{self.geometry.resize[1]}"
 
-    @staticmethod
-    def raw_size(raw: torch.Tensor) -> tuple[int, int]:
-        return int(raw.shape[-3]), int(raw.shape[-2])
-
     def fixed(self, camera_size: tuple[int, int]) -> nn.Module:
-        return RGBDNormalize(tuple(camera_size), self.geometry.resize, self.remap)
+        return RGBDNormalize(tuple(camera_size), self.geometry.resize, self.remap, self.mean, self.std)
 
     @staticmethod
     def example(batch: int, camera_size: tuple[int, int]) -> torch.Tensor:
         rgb = torch.randint(0, 256, (batch, *camera_size, 3)).float()
         return torch.cat((rgb, torch.rand(batch, *camera_size, 1) * 5.0), dim=-1)
 
+    def adopt(self, normalization: dict[str, Any]) -> RGBDPreprocess:
+        return replace(super().adopt(normalization), remap=normalization["remap_depth_in"])
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": "lingbot_rgbd", "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD), "depth_min": DEPTH_MIN,
+        return {"kind": "lingbot_rgbd", "mean": list(self.mean), "std": list(self.std), "depth_min": DEPTH_MIN,
                 "remap_depth_in": self.remap, "image_resize": "bilinear_antialias", "depth_resize": "nearest",
                 "input": "RGB 0..255 + depth metres, packed (H, W, 4)"}
