@@ -23,7 +23,7 @@ import torch
 
 from .backends import Backend
 from .backends.onnx_backend import OnnxBackend
-from .backends.onnx_file import cached_export, check_sidecar, export_onnx, read_sidecar
+from .backends.onnx_file import Frames, cached_export, check_sidecar, export_onnx, read_sidecar
 from .backends.torch_backend import TorchBackend
 from .config import (
     BACKEND_OPTIONS,
@@ -48,9 +48,11 @@ from .preprocess.base import InputGeometry, Preprocess
 from .preprocess.color import ColorPreprocess
 from .preprocess.depth import DepthPreprocess
 from .preprocess.rgbd import RGBDPreprocess, pack
+from .sample_data import sample_inputs
 
 log = logging.getLogger("defm_ros")
 RANDOM_WARNING = "RANDOM WEIGHTS: features are meaningless (smoke runs only)"
+CHECK_CAMERA = (480, 640)  # the export self-check's frames without a camera size: RealSense/ZED VGA
 PREPROCESS: dict[str, type[Preprocess]] = {"depth": DepthPreprocess, "color": ColorPreprocess, "rgbd": RGBDPreprocess}
 
 
@@ -183,7 +185,7 @@ class Encoder:
         if self._backend_name == "torch":
             backend: Backend = TorchBackend(self.net, self._device, base.precision, strict=self._strict, **opts)
         else:
-            path = self._onnx or cached_export(self.net, base, self._prep)
+            path = self._onnx or cached_export(self.net, base, self._prep, self._check_frames(None, None))
             backend = OnnxBackend(path, self._prep, self._device, strict=self._strict, **opts)
         r = backend.report()
         self.backend = backend
@@ -257,5 +259,10 @@ class Encoder:
             raise ValueError(f"this Encoder runs the exported file {self._onnx}; export from its checkpoint")
         info = replace(self._base, precision=check_choice("ONNX export precision", precision, ONNX_PRECISIONS))
         return export_onnx(self.net, info, self._prep, path, camera_size=camera_size, batch=batch,
-                           precision=precision, check=check)
+                           precision=precision, frames=self._check_frames(camera_size, batch) if check else None)
+
+    def _check_frames(self, camera_size: tuple[int, int] | None, batch: int | None) -> Frames:
+        """What an export is checked on: the shared real frames where they are (else synthetic ones with
+        NaN, inf and holes), at the camera size (VGA when the file takes the network input)."""
+        return sample_inputs(self.spec.modality, tuple(camera_size or CHECK_CAMERA), batch or 2)
 

@@ -209,7 +209,7 @@ def test_check_catches_a_graph_that_disagrees_with_torch():
     torch.manual_seed(123)
     other = build_model("defm_resnet18").eval()  # different weights: the check must refuse
     with pytest.raises(ExportError, match="differs from torch"):
-        check_model(model, other, DepthPreprocess(enc.geometry, *DEFM))
+        check_model(model, other, DepthPreprocess(enc.geometry, *DEFM), sample_depth())
 
 
 def test_check_refuses_non_finite_outputs():
@@ -217,7 +217,8 @@ def test_check_refuses_non_finite_outputs():
     with torch.no_grad():
         enc.net.backbone.conv1.weight[0, 0, 0, 0] = math.inf  # NaN in torch and onnx alike: no parity to judge
     with pytest.raises(ExportError, match="onnx output cls has .* non-finite values"):
-        check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry, *DEFM))
+        check_model(network_graph(enc.net, enc.info_obj), enc.net, DepthPreprocess(enc.geometry, *DEFM),
+                    sample_depth())
 
 
 def _dangling_input(model) -> None:

@@ -31,7 +31,6 @@ from torch import nn
 
 from ..config import DEFAULT_PRECISION
 from ..info import StreamInfo
-from ..sample_data import sample_inputs
 from .base import Preprocess
 from .graph import OPSET, OUTPUT_NAMES, FloatIO, joined, network_graph, preprocess_graph
 
@@ -41,7 +40,7 @@ FP32_TOLERANCE = 1e-4
 # fp16 rounds activations to 11 significant bits; on the LayerNorm'd outputs (|x| up to ~5) random and
 # real weights stay within 2 % of the output's largest magnitude.
 FP16_RELATIVE_TOLERANCE = 2e-2
-CAMERA_SIZE = (480, 640)  # what the self-check's real frames are (RealSense/ZED VGA depth)
+Frames = tuple[np.ndarray, list[str]]  # the self-check's raw input batch, and where each frame came from
 # What a file must agree on with the stream it is asked to serve; anything else would mislabel features.
 SIDECAR_KEYS = ("model", "input_size", "padded_size", "stride", "dense_level", "dense_channels", "cls_channels")
 
@@ -83,9 +82,10 @@ def _check_half(ref: list[np.ndarray], half: list[np.ndarray], report: dict[str,
                               f"(> {tol:.3g}): fp16 loses too much here; export fp32, or run bf16 in torch")
 
 
-def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = DEFAULT_PRECISION,
-                camera_size: tuple[int, int] | None = None, batch: int | None = None) -> dict[str, Any]:
-    """Run `model` (a ModelProto) in ONNX Runtime on real frames; compare with `net` (CPU, fp32).
+def check_model(model: Any, net: nn.Module, prep: Preprocess, frames: Frames, precision: str = DEFAULT_PRECISION,
+                camera_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Run `model` (a ModelProto) in ONNX Runtime on `frames` (raw input, which the caller picks: real ones
+    where it has them); compare with `net` (CPU, fp32).
 
     `camera_size`: the graph takes raw input of that size (preprocessing inside); else it takes the
     network input. Raises ExportError when an output is not finite or differs by more than
@@ -93,7 +93,7 @@ def check_model(model: Any, net: nn.Module, prep: Preprocess, precision: str = D
     """
     import onnxruntime as ort
 
-    raw, names = sample_inputs(prep.modality, tuple(camera_size) if camera_size else CAMERA_SIZE, batch or 2)
+    raw, names = frames
     x = prep(torch.from_numpy(raw))
     with torch.no_grad():
         ref = [t.numpy() for t in net(x)]
@@ -178,12 +178,13 @@ def export_onnx(
     camera_size: tuple[int, int] | None = None,
     batch: int | None = None,
     precision: str = DEFAULT_PRECISION,
-    check: bool = True,
+    frames: Frames | None = None,
 ) -> dict[str, Any]:
     """Write `net` (weights loaded, described by `info`, fed by `prep`) to `path` plus its sidecar.
 
     `camera_size` (H, W): put the preprocessing in the graph for raw input of that size.
-    `batch`: a fixed batch size, or None for a dynamic batch dimension. Returns the sidecar.
+    `batch`: a fixed batch size, or None for a dynamic batch dimension. `frames`: raw input of the
+    camera size to check the file on (check_model), or None for no check. Returns the sidecar.
     """
     import onnx
     import onnxruntime as ort
@@ -198,7 +199,7 @@ def export_onnx(
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
-    report = check_model(model, net, prep, precision, camera_size, batch) if check else None
+    report = check_model(model, net, prep, frames, precision, camera_size) if frames is not None else None
     path = Path(path)
     _write_atomic(path, model.SerializeToString())
     inp = model.graph.input[0]
@@ -248,8 +249,9 @@ def _weights_key(net: nn.Module, info: StreamInfo) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_export(net: nn.Module, info: StreamInfo, prep: Preprocess) -> Path:
-    """Export the loaded network once per model/weights/size/precision (dynamic batch) and reuse it.
+def cached_export(net: nn.Module, info: StreamInfo, prep: Preprocess, frames: Frames) -> Path:
+    """Export the loaded network once per model/weights/size/precision (dynamic batch) and reuse it,
+    checked on `frames`.
 
     Files live in cache_dir()/onnx; the sidecar is written last, so a file without one is redone.
     """
@@ -260,6 +262,6 @@ def cached_export(net: nn.Module, info: StreamInfo, prep: Preprocess) -> Path:
         log.info("using cached ONNX export %s", path)
         return path
     log.info("exporting %s to %s (once; later starts reuse it)", info.model, path)
-    export_onnx(net, info, prep, path, batch=None, precision=info.precision)
+    export_onnx(net, info, prep, path, batch=None, precision=info.precision, frames=frames)
     return path
 

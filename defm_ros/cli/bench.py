@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, add_device_option, add_model_options, model_size, output_file, progress, size_type
+from .common import (
+    CliError,
+    add_device_option,
+    add_model_options,
+    encoder_options,
+    model_size,
+    output_file,
+    progress,
+    size_type,
+)
 
 # the Encoder's backend options (config.BACKEND_OPTIONS) a bench run can switch on; nospin is spin=False
 BENCH_OPTIONS = {"torch": ("channels_last", "compile"), "onnxruntime": ("trt", "nospin")}
@@ -88,8 +97,7 @@ class _Contender:
             opts["threads"], opts["spin"] = args.threads, not opts.pop("nospin", False)
         rss0 = _rss_mib()
         torch.manual_seed(0)  # the same random weights for every backend
-        self.enc = enc = Encoder(args.model, weights=args.weights, backend=name, device=args.device,
-                                 input_size=args.size, precision=args.precision, dense_level=args.dense_level, **opts)
+        self.enc = enc = Encoder(**encoder_options(args), backend=name, **opts)
         self.rss_mib = _rss_mib() - rss0
         self.d = d = enc.to_device(depth)
         self.preprocess = lambda: enc.preprocess(d)  # in the backend: ONNX Runtime preprocesses in its own graph

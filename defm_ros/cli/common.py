@@ -98,6 +98,16 @@ def add_model_options(p: argparse.ArgumentParser, precisions: tuple[str, ...] = 
     p.add_argument("--dense-level", default=DEFAULT_DENSE_LEVEL, choices=list(DENSE_LEVELS), help="CNN dense level")
 
 
+def encoder_options(args: argparse.Namespace) -> dict:
+    """Encoder(**encoder_options(args), ...): what add_model_options and add_device_option read, by the
+    Encoder's own names (a verb without --device leaves the Encoder's default)."""
+    opts = dict(model=args.model, weights=args.weights, input_size=args.size, precision=args.precision,
+                dense_level=args.dense_level)
+    if hasattr(args, "device"):
+        opts["device"] = args.device
+    return opts
+
+
 def model_size(args: argparse.Namespace) -> tuple[int, int]:
     """--size, or the model's default input size."""
     from ..models import get_spec

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..models.weights import CheckpointError, resolve_weights
 from ..sample_data import MODES, UNITS
-from .common import CliError, add_device_option, add_model_options, count_type, progress
+from .common import CliError, add_device_option, add_model_options, count_type, encoder_options, progress
 
 log = logging.getLogger("defm_ros")
 
@@ -81,8 +81,7 @@ def main(args: argparse.Namespace) -> int:
     from ..pca import depth_colormap, pca_rgb
 
     frames = _frames(args)
-    enc = Encoder(args.model, weights=_weights(args), device=args.device, input_size=args.size,
-                  precision=args.precision, dense_level=args.dense_level)
+    enc = Encoder(**{**encoder_options(args), "weights": _weights(args)})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{enc.spec.name} on {enc.device} ({enc.info['precision']}), input {enc.geometry.resize}, "
           f"dense {enc.info['dense_channels']}x{enc.info['dense_size'][0]}x{enc.info['dense_size'][1]}, "

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..config import DEFAULT_DEPTH_MODE, DEPTH_MODES, ONNX_PRECISIONS
-from .common import CliError, add_model_options, model_size, positive_int, size_type
+from .common import CliError, add_model_options, encoder_options, model_size, positive_int, size_type
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,8 +41,9 @@ def main(args: argparse.Namespace) -> int:
     out = args.output or _default_name(args)
     if out.suffix != ".onnx":
         raise CliError(f"output must end in .onnx, got {out}")
-    enc = Encoder(args.model, weights=args.weights, input_size=args.size, dense_level=args.dense_level,
-                  depth_mode=args.depth_mode, lazy=True)  # exports from the CPU weights; no backend needed
+    # exports from the CPU weights (no backend needed); --precision is the file's, not the Encoder's
+    opts = {k: v for k, v in encoder_options(args).items() if k != "precision"}
+    enc = Encoder(**opts, depth_mode=args.depth_mode, lazy=True)
     try:
         side = enc.export_onnx(out, camera_size=args.camera_size, batch=args.batch,
                                precision=args.precision, check=not args.no_check)

@@ -29,7 +29,7 @@ from ..config import (
     REFINE,
 )
 from ..models import REFINERS
-from .common import CliError, add_device_option, add_model_options, positive_int
+from .common import CliError, add_device_option, add_model_options, encoder_options, positive_int
 
 log = logging.getLogger("defm_ros")
 
@@ -124,8 +124,7 @@ def _job_options(args: argparse.Namespace) -> dict:
 
 
 def _encoder_options(args: argparse.Namespace) -> dict:
-    return dict(model=args.model, weights=args.weights, backend=args.backend, device=args.device,
-                input_size=args.size, precision=args.precision, dense_level=args.dense_level)
+    return {**encoder_options(args), "backend": args.backend}
 
 
 def _refiner_options(args: argparse.Namespace) -> dict | None:

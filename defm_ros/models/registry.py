@@ -33,6 +33,7 @@ class Family:
     hub_file: str = ""  # one file name for every variant (a folder each); "": <variant>.pth
     default_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     config_in_checkpoint: bool = False
+    unexpected_keys_hint: str = ""  # said when a checkpoint has keys the model lacks
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -53,7 +54,9 @@ FAMILIES: dict[str, Family] = {
                             "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)"),
     # LingBot's default input: its 1200-token grid at 4:3 (30 x 40 patches), what upstream picks for 640x480
     "lingbot": Family("lingbot", "rgbd", *IMAGENET, patch=14, hub_file="model.pt", default_size=(420, 560),
-                      license="Apache-2.0 (LingBot-Depth, Robbyant)", config_in_checkpoint=True),
+                      license="Apache-2.0 (LingBot-Depth, Robbyant)", config_in_checkpoint=True,
+                      unexpected_keys_hint="Upstream loads with strict=False, which would ignore the unexpected keys "
+                                           "silently."),
 }
 
 

@@ -250,8 +250,8 @@ def load_strict(model: nn.Module, checkpoint: dict[str, torch.Tensor], spec: Mod
                 [f"{pre}{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
         guess = _guess_variant(checkpoint, spec.name)
         hint = f" It looks like a {guess} checkpoint." if guess else ""
-        if unexpected and spec.family == "lingbot":
-            hint += " (Upstream loads with strict=False, which would ignore the unexpected keys silently.)"
+        if unexpected and spec.fam.unexpected_keys_hint:
+            hint += f" ({spec.fam.unexpected_keys_hint})"
         raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
     model.load_state_dict(state, strict=True)
     return skipped
