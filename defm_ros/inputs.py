@@ -192,6 +192,26 @@ class ColorInput(SingleTopicInput):
         return str(getattr(msg, "encoding", "")) in COLOR_ENCODINGS
 
 
+def decode_rgbd(depth: Any, color: Any, params: Mapping[str, Any], camera_info: Any = None) -> np.ndarray:
+    """One camera's depth and colour messages -> the packed float32 (H, W, 4) RGB + depth (preprocess.rgbd.pack).
+
+    The one RGB-D decode: the node's (with the frame's camera_info, whose size must agree too) and extraction's
+    (a bag's depth + colour pair). Raises ValueError where they are not registered to each other."""
+    depth_m = decode_depth(depth, params["depth_scale"])
+    rgb = decode_color(color)
+    sizes = {"depth": depth_m.shape, "colour": rgb.shape[:2]}
+    if camera_info is not None:
+        sizes["camera_info"] = (int(camera_info.height), int(camera_info.width))
+    if len(set(sizes.values())) == 1:
+        return pack(rgb, depth_m)
+    if camera_info is None:  # each caller's wording, as its logs and reports have it
+        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth_m.shape[1]}x{depth_m.shape[0]} are "
+                         "not aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
+    raise ValueError("colour, depth and camera_info are not aligned ("
+                     + ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
+                     + "): use the depth registered to the colour image (aligned_depth_to_color)")
+
+
 class RgbdInput(Input):
     """Aligned colour, depth and camera_info of one camera (LingBot-Depth), paired by header stamp, exactly or
     within `tolerance_ns`. A frame is the packed float32 (H, W, 4) RGB + depth (preprocess.rgbd.pack);
@@ -216,15 +236,7 @@ class RgbdInput(Input):
         return self.pairer.put(role, cdr_stamp(msg), msg)
 
     def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
-        depth = decode_depth(msgs["depth"], params["depth_scale"])
-        rgb = decode_color(msgs["color"])
-        info = msgs["camera_info"]
-        sizes = {"depth": depth.shape, "colour": rgb.shape[:2], "camera_info": (int(info.height), int(info.width))}
-        if len(set(sizes.values())) > 1:
-            raise ValueError("colour, depth and camera_info are not aligned ("
-                             + ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
-                             + "): use the depth registered to the colour image (aligned_depth_to_color)")
-        return pack(rgb, depth)
+        return decode_rgbd(msgs["depth"], msgs["color"], params, msgs["camera_info"])
 
 
 INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput, RgbdInput)}

@@ -14,6 +14,7 @@ from defm_ros.inputs import (
     StampPairer,
     camera_inputs,
     cdr_stamp,
+    decode_rgbd,
     transport_topic,
 )
 
@@ -136,3 +137,19 @@ def test_rgbd_input_pairs_colour_depth_and_camera_info_and_checks_alignment():
     (ns, rgbd), = camera_inputs("rgbd", p, lambda t: t.replace("~", "/n"))
     assert [t.name for t in rgbd.topics] == ["/n/depth", "/n/image", "/n/camera_info"]
     assert rgbd.pairer.tolerance_ns == 2_000_000
+
+
+def test_rgbd_decode_of_a_pair_without_camera_info():
+    """Extraction's form of the one RGB-D decode: a bag's depth + colour pair, refused where the sizes differ."""
+    import types
+
+    def image(encoding, h, w, data):
+        return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=len(data) // h, is_bigendian=False,
+                                     data=data)
+
+    depth = image("16UC1", 2, 3, np.full(6, 1500, "<u2").tobytes())
+    x = decode_rgbd(depth, image("rgb8", 2, 3, bytes(range(18))), {"depth_scale": 0.001})
+    assert x.shape == (2, 3, 4) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 3], 1.5)
+    with pytest.raises(ValueError, match="^colour 3x1 and depth 3x2 are not aligned: .*aligned_depth_to_color"):
+        decode_rgbd(depth, image("rgb8", 1, 3, bytes(9)), {"depth_scale": 0.001})
