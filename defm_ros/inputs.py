@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .msgs.depth import decode_depth
 from .preprocess.rgbd import pack
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,42 @@ class StampPairer:
                 self.unpaired += 1
         self.paired += 1
         return {r: m for r, (_, m) in match.items()}
+
+
+class ShapeBatches(Generic[T]):
+    """Frames waiting for a forward pass, by the shape of their model input: frames of one size share a pass, and
+    a camera that changed resolution gets its own. The node batches one take of its cameras' frames
+    (group_by_shape), extraction a bag's stream, `size` frames at a time."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size  # add() hands a group back once it holds this many; 0: never (drain() does)
+        self.queued = 0  # frames added and not handed back yet
+        self._groups: dict[tuple[int, ...], list[T]] = {}
+
+    def add(self, item: T, x: np.ndarray) -> list[T] | None:
+        """Queue `item`, whose model input is `x`; the batch it fills, if it fills one."""
+        shape = tuple(int(v) for v in x.shape)
+        group = self._groups.setdefault(shape, [])
+        group.append(item)
+        self.queued += 1
+        return self._take(shape) if self.size and len(group) >= self.size else None
+
+    def drain(self) -> list[list[T]]:
+        """Every group still waiting, in the order their first frames came."""
+        return [self._take(shape) for shape in list(self._groups)]
+
+    def _take(self, shape: tuple[int, ...]) -> list[T]:
+        group = self._groups.pop(shape)
+        self.queued -= len(group)
+        return group
+
+
+def group_by_shape(items: list[tuple[T, np.ndarray]]) -> list[list[tuple[T, np.ndarray]]]:
+    """(frame, model input) pairs -> the groups that share a forward pass (ShapeBatches, all at once)."""
+    batches: ShapeBatches[tuple[T, np.ndarray]] = ShapeBatches()
+    for item in items:
+        batches.add(item, item[1])
+    return batches.drain()
 
 
 class Input(ABC):

@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
-from ..inputs import INPUTS, StampPairer
+from ..inputs import INPUTS, ShapeBatches, StampPairer
 from ..models import get_spec
 from .guards import output_lock, shielded
 from .prefetch import Prefetch
@@ -191,8 +191,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                              bag_done=done[sinks.index(bag_sink)] if bag_sink else None,
                              ds_done=done[sinks.index(ds_sink)] if ds_sink else None)
     rejected: Counter[str] = Counter()
-    pending: dict[tuple[int, ...], list[Frame]] = defaultdict(list)  # frames of one shape share a pass
-    queued = 0
+    pending: ShapeBatches[Frame] = ShapeBatches(batch)
     consecutive_failures = 0
 
     def reject(reason: str, exc: Exception) -> None:
@@ -201,12 +200,8 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         if rejected[reason] <= 3:
             log.warning("%s: skipping a malformed message (%s): %s", result.bag, reason, exc)
 
-    def flush(shape: tuple[int, ...]) -> None:
-        nonlocal queued, consecutive_failures
-        frames = pending.pop(shape, [])
-        queued -= len(frames)
-        if not frames:
-            return
+    def flush(frames: list[Frame]) -> None:
+        nonlocal consecutive_failures
         try:
             xs, refined = np.stack([f.x for f in frames]), None
             if refiner is not None:  # the refined depth goes on to the encoder where it lies (on the device)
@@ -248,7 +243,7 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
     try:
         try:
             for ev in events:
-                if limit and result.frames_written + queued >= limit:
+                if limit and result.frames_written + pending.queued >= limit:
                     result.limited = True
                     break
                 result.frames_read += 1
@@ -258,12 +253,8 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
                     else:
                         reject(ev.reason, ev.error)
                     bar.update(ev.counts)
-                elif ev is not None:
-                    shape = tuple(int(v) for v in ev.x.shape)
-                    pending[shape].append(ev)
-                    queued += 1
-                    if len(pending[shape]) >= batch:
-                        flush(shape)
+                elif ev is not None and (full := pending.add(ev, ev.x)) is not None:
+                    flush(full)
             else:
                 reached_end = True
         except BagReadError as exc:
@@ -272,8 +263,8 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
             log.error("%s", exc)
         finally:
             events.close()  # the reader thread is done with the pairers from here on
-        for shape in list(pending):
-            flush(shape)
+        for frames in pending.drain():
+            flush(frames)
         if unpaired := sum(p.unpaired + p.waiting for p in pairers.values()):
             rejected["unpaired message (no partner with its stamp)"] += unpaired
     except KeyboardInterrupt:
