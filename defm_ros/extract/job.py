@@ -205,8 +205,10 @@ def _run(source: BagSource, enc: Any, sinks: list[Any], done: list[set[Key]], re
         try:
             xs, refined = np.stack([f.x for f in frames]), None
             if refiner is not None:  # the refined depth goes on to the encoder where it lies (on the device)
-                out = refiner.refine_packed(xs)
-                refined, xs = (out.depth.cpu().numpy(), out.mask.cpu().numpy()), out.depth
+                from ..refiner import refine_for_encoder
+
+                xs, depth, mask = refine_for_encoder(refiner, xs)
+                refined = (depth, mask)
             cls, dense = enc.encode(xs).numpy(dtype)
         except (KeyboardInterrupt, MemoryError):
             raise

@@ -229,11 +229,12 @@ class RefineStage:
         self.refiner, self.publish = refiner, publish
 
     def __call__(self, frames: list[Frame], rgbd: np.ndarray) -> Any:
-        out = self.refiner.refine_packed(rgbd)
-        depth, mask = out.depth.cpu().numpy(), out.mask.cpu().numpy()
+        from ..refiner import refine_for_encoder
+
+        depth, host_depth, mask = refine_for_encoder(self.refiner, rgbd)
         for k, frame in enumerate(frames):
-            self.publish(frame, depth[k], mask[k])
-        return out.depth
+            self.publish(frame, host_depth[k], mask[k])
+        return depth
 
 
 class TorchThreads:
