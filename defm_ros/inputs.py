@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .msgs.depth import decode_depth
 from .preprocess.rgbd import pack
 
 IMAGE, COMPRESSED, CAMERA_INFO = "Image", "CompressedImage", "CameraInfo"  # sensor_msgs/msg types by name
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,42 @@ class StampPairer:
                 self.unpaired += 1
         self.paired += 1
         return {r: m for r, (_, m) in match.items()}
+
+
+class ShapeBatches(Generic[T]):
+    """Frames waiting for a forward pass, by the shape of their model input: frames of one size share a pass, and
+    a camera that changed resolution gets its own. The node batches one take of its cameras' frames
+    (group_by_shape), extraction a bag's stream, `size` frames at a time."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size  # add() hands a group back once it holds this many; 0: never (drain() does)
+        self.queued = 0  # frames added and not handed back yet
+        self._groups: dict[tuple[int, ...], list[T]] = {}
+
+    def add(self, item: T, x: np.ndarray) -> list[T] | None:
+        """Queue `item`, whose model input is `x`; the batch it fills, if it fills one."""
+        shape = tuple(int(v) for v in x.shape)
+        group = self._groups.setdefault(shape, [])
+        group.append(item)
+        self.queued += 1
+        return self._take(shape) if self.size and len(group) >= self.size else None
+
+    def drain(self) -> list[list[T]]:
+        """Every group still waiting, in the order their first frames came."""
+        return [self._take(shape) for shape in list(self._groups)]
+
+    def _take(self, shape: tuple[int, ...]) -> list[T]:
+        group = self._groups.pop(shape)
+        self.queued -= len(group)
+        return group
+
+
+def group_by_shape(items: list[tuple[T, np.ndarray]]) -> list[list[tuple[T, np.ndarray]]]:
+    """(frame, model input) pairs -> the groups that share a forward pass (ShapeBatches, all at once)."""
+    batches: ShapeBatches[tuple[T, np.ndarray]] = ShapeBatches()
+    for item in items:
+        batches.add(item, item[1])
+    return batches.drain()
 
 
 class Input(ABC):
@@ -192,6 +229,26 @@ class ColorInput(SingleTopicInput):
         return str(getattr(msg, "encoding", "")) in COLOR_ENCODINGS
 
 
+def decode_rgbd(depth: Any, color: Any, params: Mapping[str, Any], camera_info: Any = None) -> np.ndarray:
+    """One camera's depth and colour messages -> the packed float32 (H, W, 4) RGB + depth (preprocess.rgbd.pack).
+
+    The one RGB-D decode: the node's (with the frame's camera_info, whose size must agree too) and extraction's
+    (a bag's depth + colour pair). Raises ValueError where they are not registered to each other."""
+    depth_m = decode_depth(depth, params["depth_scale"])
+    rgb = decode_color(color)
+    sizes = {"depth": depth_m.shape, "colour": rgb.shape[:2]}
+    if camera_info is not None:
+        sizes["camera_info"] = (int(camera_info.height), int(camera_info.width))
+    if len(set(sizes.values())) == 1:
+        return pack(rgb, depth_m)
+    if camera_info is None:  # each caller's wording, as its logs and reports have it
+        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth_m.shape[1]}x{depth_m.shape[0]} are "
+                         "not aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
+    raise ValueError("colour, depth and camera_info are not aligned ("
+                     + ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
+                     + "): use the depth registered to the colour image (aligned_depth_to_color)")
+
+
 class RgbdInput(Input):
     """Aligned colour, depth and camera_info of one camera (LingBot-Depth), paired by header stamp, exactly or
     within `tolerance_ns`. A frame is the packed float32 (H, W, 4) RGB + depth (preprocess.rgbd.pack);
@@ -216,15 +273,7 @@ class RgbdInput(Input):
         return self.pairer.put(role, cdr_stamp(msg), msg)
 
     def decode(self, msgs: Mapping[str, Any], params: Mapping[str, Any]) -> np.ndarray:
-        depth = decode_depth(msgs["depth"], params["depth_scale"])
-        rgb = decode_color(msgs["color"])
-        info = msgs["camera_info"]
-        sizes = {"depth": depth.shape, "colour": rgb.shape[:2], "camera_info": (int(info.height), int(info.width))}
-        if len(set(sizes.values())) > 1:
-            raise ValueError("colour, depth and camera_info are not aligned ("
-                             + ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
-                             + "): use the depth registered to the colour image (aligned_depth_to_color)")
-        return pack(rgb, depth)
+        return decode_rgbd(msgs["depth"], msgs["color"], params, msgs["camera_info"])
 
 
 INPUTS: dict[str, type[Input]] = {k.modality: k for k in (DepthInput, ColorInput, RgbdInput)}

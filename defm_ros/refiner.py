@@ -142,6 +142,15 @@ class Refiner:
         return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3])
 
 
+def refine_for_encoder(refiner: Refiner, rgbd: np.ndarray | torch.Tensor
+                       ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The refine step of the node and extraction alike: a packed RGB-D batch -> (the refined depth where it lies,
+    for the depth encoder to take without a round trip through host memory; its host copy and mask, (B, H, W),
+    for each frame's refined-depth topics or dataset fields)."""
+    out = refiner.refine_packed(rgbd)
+    return out.depth, out.depth.cpu().numpy(), out.mask.cpu().numpy()
+
+
 def _points(depth: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Back-projection of (B, H, W) depth with pixel intrinsics (3, 3) or (B, 3, 3) -> (B, H, W, 3)."""
     if tuple(k.shape[-2:]) != (3, 3) or k.dim() not in (2, 3) or (k.dim() == 3 and k.shape[0] != depth.shape[0]):

@@ -11,9 +11,11 @@ from defm_ros.inputs import (
     IMAGE,
     DepthInput,
     RgbdInput,
+    ShapeBatches,
     StampPairer,
     camera_inputs,
     cdr_stamp,
+    decode_rgbd,
     transport_topic,
 )
 
@@ -136,3 +138,31 @@ def test_rgbd_input_pairs_colour_depth_and_camera_info_and_checks_alignment():
     (ns, rgbd), = camera_inputs("rgbd", p, lambda t: t.replace("~", "/n"))
     assert [t.name for t in rgbd.topics] == ["/n/depth", "/n/image", "/n/camera_info"]
     assert rgbd.pairer.tolerance_ns == 2_000_000
+
+
+def test_rgbd_decode_of_a_pair_without_camera_info():
+    """Extraction's form of the one RGB-D decode: a bag's depth + colour pair, refused where the sizes differ."""
+    import types
+
+    def image(encoding, h, w, data):
+        return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=len(data) // h, is_bigendian=False,
+                                     data=data)
+
+    depth = image("16UC1", 2, 3, np.full(6, 1500, "<u2").tobytes())
+    x = decode_rgbd(depth, image("rgb8", 2, 3, bytes(range(18))), {"depth_scale": 0.001})
+    assert x.shape == (2, 3, 4) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 3], 1.5)
+    with pytest.raises(ValueError, match="^colour 3x1 and depth 3x2 are not aligned: .*aligned_depth_to_color"):
+        decode_rgbd(depth, image("rgb8", 1, 3, bytes(9)), {"depth_scale": 0.001})
+
+
+def test_shape_batches_hand_back_full_batches_and_drain_the_rest_in_arrival_order():
+    """Extraction's stream: a batch of `size` frames of one shape as soon as it is full; drain() the rest."""
+    batches = ShapeBatches(2)
+    big, small = np.zeros((4, 6)), np.zeros((2, 3))
+    assert batches.add("a", big) is None and batches.add("b", small) is None and batches.queued == 2
+    assert batches.add("c", big) == ["a", "c"] and batches.queued == 1
+    assert batches.add("d", big) is None
+    assert batches.drain() == [["b"], ["d"]] and batches.queued == 0 and batches.drain() == []
+    unbounded = ShapeBatches()  # size 0: only drain() hands groups back (the node's take of frames)
+    assert all(unbounded.add(k, big) is None for k in range(5)) and unbounded.drain() == [[0, 1, 2, 3, 4]]

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from defm_ros.inputs import DepthInput, StampPairer
+from defm_ros.inputs import DepthInput, StampPairer, group_by_shape
 from defm_ros.node.pipeline import (
     Camera,
     Frame,
@@ -17,7 +17,6 @@ from defm_ros.node.pipeline import (
     Processor,
     SequenceGaps,
     StreamStats,
-    group_by_shape,
 )
 from defm_ros.node.reliability import Handover
 

@@ -96,6 +96,34 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(threads, 1)}
     count = min(len(paths), gpus or max(1, cpus // max(threads, 1)))
+    opts, refine = _actor_options(encoder_options, refiner_options, gpus)
+    worker = ray.remote(**resources)(_Worker)
+    counter = ray.remote(num_cpus=0)(_Progress).remote()
+    schedule = _Schedule([str(p) for p in paths], [str(o) for o in outs], options, counter, on_batch, retries,
+                         lambda: worker.remote(opts, threads, refine), count)
+    bags_bar = tqdm(total=len(paths), unit="bag", desc="bags", disable=not progress, position=0)
+    frames_bar = tqdm(unit="frame", desc="frames", disable=not progress, position=1)
+    try:
+        while schedule.queue or schedule.running:
+            schedule.start()
+            done, _ = ray.wait(list(schedule.running), num_returns=1, timeout=0.5)
+            frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
+            for task in done:
+                if schedule.finish(task):
+                    bags_bar.update(1)
+    finally:
+        frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
+        bags_bar.close()
+        frames_bar.close()
+        for task in schedule.running:
+            ray.cancel(task, force=True)
+    return schedule.results  # type: ignore[return-value] - every bag has ended
+
+
+def _actor_options(encoder_options: dict[str, Any] | None, refiner_options: dict[str, Any] | None,
+                   gpus: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The actors' encoder and refiner options: where the cluster has GPUs the encoder runs on cuda unless told
+    otherwise (a CPU device there is warned about), and the refiner on the encoder's device unless told."""
     opts = dict(encoder_options or {})
     refine = None if refiner_options is None else dict(refiner_options)
     if gpus:
@@ -105,48 +133,52 @@ def extract_fleet(bags: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
                         "the CPU (pass device cuda, --device cuda)", gpus, opts["device"])
     if refine is not None:
         refine.setdefault("device", opts.get("device") or "cpu")
-    worker = ray.remote(**resources)(_Worker)
-    counter = ray.remote(num_cpus=0)(_Progress).remote()
-    idle = [worker.remote(opts, threads, refine) for _ in range(count)]
-    results: list[ExtractResult | Exception | None] = [None] * len(paths)
-    attempts = [0] * len(paths)
-    queue = list(range(len(paths)))
-    running: dict[Any, tuple[int, Any]] = {}
-    bags_bar = tqdm(total=len(paths), unit="bag", desc="bags", disable=not progress, position=0)
-    frames_bar = tqdm(unit="frame", desc="frames", disable=not progress, position=1)
-    try:
-        while queue or running:
-            while queue and idle:
-                i, actor = queue.pop(0), idle.pop()
-                resume = options.get("resume", False) or attempts[i] > 0
-                task = actor.extract.remote(str(paths[i]), str(outs[i]), {**options, "resume": resume}, counter,
-                                            on_batch)
-                running[task] = (i, actor)
-                attempts[i] += 1
-            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
-            for task in done:
-                i, actor = running.pop(task)
-                try:
-                    results[i] = ray.get(task)
-                    idle.append(actor)
-                except ray.exceptions.RayActorError as exc:  # the actor died: retry on a fresh one
-                    idle.append(worker.remote(opts, threads, refine))
-                    if attempts[i] <= retries:
-                        queue.insert(0, i)
-                        continue
-                    results[i] = exc
-                except ray.exceptions.RayTaskError as exc:  # the bag's own error (unreadable, ...)
-                    idle.append(actor)
-                    results[i] = exc.cause if isinstance(exc.cause, Exception) else exc
-                bags_bar.update(1)
-    finally:
-        frames_bar.update(ray.get(counter.total.remote()) - frames_bar.n)
-        bags_bar.close()
-        frames_bar.close()
-        for task in running:
-            ray.cancel(task, force=True)
-    return results  # type: ignore[return-value] - every bag has ended
+    return opts, refine
+
+
+class _Schedule:
+    """Bags to actors, one task per bag: an idle actor takes the next bag. A bag whose actor died goes first
+    again, resumed, on a fresh actor (up to `retries` times); a bag's own error is its result."""
+
+    def __init__(self, bags: list[str], outs: list[str], options: dict[str, Any], counter: Any,
+                 on_batch: Callable[[ExtractResult], None] | None, retries: int, new_actor: Callable[[], Any],
+                 actors: int) -> None:
+        self.bags, self.outs, self.options, self.counter, self.on_batch = bags, outs, options, counter, on_batch
+        self.retries, self.new_actor = retries, new_actor
+        self.idle = [new_actor() for _ in range(actors)]
+        self.results: list[ExtractResult | Exception | None] = [None] * len(bags)
+        self.attempts = [0] * len(bags)
+        self.queue = list(range(len(bags)))
+        self.running: dict[Any, tuple[int, Any]] = {}  # task -> (bag, actor)
+
+    def start(self) -> None:
+        """Hand waiting bags to idle actors; a bag tried before resumes."""
+        while self.queue and self.idle:
+            i, actor = self.queue.pop(0), self.idle.pop()
+            resume = self.options.get("resume", False) or self.attempts[i] > 0
+            task = actor.extract.remote(self.bags[i], self.outs[i], {**self.options, "resume": resume}, self.counter,
+                                        self.on_batch)
+            self.running[task] = (i, actor)
+            self.attempts[i] += 1
+
+    def finish(self, task: Any) -> bool:
+        """A task ended: its bag's result or error, or the bag queued again (False) when its actor died."""
+        import ray
+
+        i, actor = self.running.pop(task)
+        try:
+            self.results[i] = ray.get(task)
+            self.idle.append(actor)
+        except ray.exceptions.RayActorError as exc:  # the actor died: retry on a fresh one
+            self.idle.append(self.new_actor())
+            if self.attempts[i] <= self.retries:
+                self.queue.insert(0, i)
+                return False
+            self.results[i] = exc
+        except ray.exceptions.RayTaskError as exc:  # the bag's own error (unreadable, ...)
+            self.idle.append(actor)
+            self.results[i] = exc.cause if isinstance(exc.cause, Exception) else exc
+        return True
 
 
 def report(bags: Sequence[str | os.PathLike], results: Sequence[ExtractResult | Exception]) -> str:

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import INPUTS, StampPairer, camera_topic
-from ..preprocess.rgbd import pack
+from ..inputs import StampPairer, camera_topic, decode_rgbd
 from .sinks import Key, stamp_ns
 from .source import BagSource
 
@@ -69,12 +68,3 @@ def read_events(source: BagSource, topics: list[str], depth_of: dict[str, str], 
             continue
         yield Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds)
 
-
-def decode_rgbd(depth_msg: Any, color_msg: Any, params: dict[str, Any]) -> np.ndarray:
-    """A paired depth and colour message -> packed (H, W, 4), refusing pairs of different sizes."""
-    depth = INPUTS["depth"].decode_one(depth_msg, params)
-    rgb = INPUTS["color"].decode_one(color_msg, params)
-    if rgb.shape[:2] != depth.shape:
-        raise ValueError(f"colour {rgb.shape[1]}x{rgb.shape[0]} and depth {depth.shape[1]}x{depth.shape[0]} are not "
-                         "aligned: pair the depth registered to the colour image (aligned_depth_to_color)")
-    return pack(rgb, depth)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inputs import group_by_shape
 from .reliability import Handover
 
 
@@ -61,14 +62,6 @@ class LatestFrames:
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
-
-
-def group_by_shape(items: list[tuple[Frame, np.ndarray]]) -> list[list[tuple[Frame, np.ndarray]]]:
-    """Frames of equal size share a forward pass; a camera that changed resolution gets its own."""
-    groups: dict[tuple[int, ...], list[tuple[Frame, np.ndarray]]] = {}
-    for frame, depth in items:
-        groups.setdefault(depth.shape, []).append((frame, depth))
-    return list(groups.values())
 
 
 @dataclass
@@ -236,11 +229,12 @@ class RefineStage:
         self.refiner, self.publish = refiner, publish
 
     def __call__(self, frames: list[Frame], rgbd: np.ndarray) -> Any:
-        out = self.refiner.refine_packed(rgbd)
-        depth, mask = out.depth.cpu().numpy(), out.mask.cpu().numpy()
+        from ..refiner import refine_for_encoder
+
+        depth, host_depth, mask = refine_for_encoder(self.refiner, rgbd)
         for k, frame in enumerate(frames):
-            self.publish(frame, depth[k], mask[k])
-        return out.depth
+            self.publish(frame, host_depth[k], mask[k])
+        return depth
 
 
 class TorchThreads:
