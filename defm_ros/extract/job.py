@@ -11,15 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
+from ..config import DEFAULT_COMPRESSION, DEFAULT_DEPTH_SCALE, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
 from ..models import get_spec
 from .guards import output_lock
 from .result import ExtractResult
 from .run import Outputs, run
 from .sinks import FeatureBag, FeatureDataset
 from .source import BagReadError, BagSource, TopicInfo, find_topics, pair_topics
-
-ENCODER_OPTIONS = ("model", "weights", "backend", "device", "input_size", "precision", "dense_level")
 
 
 def output_name(bag: str | Path) -> str:
@@ -60,7 +58,7 @@ def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: A
 
 def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics: list[str] | None = None,
                 write_bag: bool = True, dataset: bool = False, batch: int = 8, dtype: str = DEFAULT_DTYPE,
-                depth_scale: float = 0.001, resume: bool = False, overwrite: bool = False, limit: int = 0,
+                depth_scale: float = DEFAULT_DEPTH_SCALE, resume: bool = False, overwrite: bool = False, limit: int = 0,
                 segment_frames: int = 1000, compression: str = DEFAULT_COMPRESSION, chunk_frames: int = 256,
                 progress: bool = True, on_batch: Callable[[ExtractResult], None] | None = None, refiner: Any = None,
                 prefetch: bool = True, **encoder_options: Any) -> ExtractResult:
@@ -120,7 +118,18 @@ def _check_options(write_bag: bool, dataset: bool, dtype: str, batch: int, segme
     check_choice("dtype", dtype, OUTPUT_DTYPES)
     if batch < 1 or segment_frames < 1 or chunk_frames < 1 or limit < 0:
         raise ValueError("batch, segment_frames and chunk_frames must be >= 1 and limit >= 0")
-    if unknown := set(encoder_options) - set(ENCODER_OPTIONS):
+    if encoder_options:
+        _check_encoder_options(encoder_options)
+
+
+def _check_encoder_options(options: dict[str, Any]) -> None:
+    """The Encoder's own parameters are the options: a misspelt one is refused here, not after the bag opened."""
+    import inspect
+
+    from ..encoder import Encoder
+
+    named = [n for n, p in inspect.signature(Encoder).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    if unknown := set(options) - set(named):
         raise TypeError(f"unknown options {sorted(unknown)}")
 
 

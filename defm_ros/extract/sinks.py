@@ -30,7 +30,6 @@ from ..config import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check
 from ..features import encoding_for, to_hwc_bytes
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame
-FEATURE_SUFFIXES = ("/features/dense", "/features/cls", "/features/info")
 META = "rosbag2_bagfile_information"
 BAG_VERSION = 8  # the newest rosbag2 metadata version that Humble's QoS parsing still understands
 CUSTOM = "defm_ros."
