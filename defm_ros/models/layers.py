@@ -3,11 +3,16 @@
 Each model keeps its checkpoints' parameter names and its upstream's exact numerics; where the upstreams
 differ (one qkv projection or three, the explicit attention's order of operations, LayerScale's init, the
 FFN, how the position embedding is resized) the layers take it as an argument.
+
+Every ViT-family model has the public method `position_embedding(rows, cols, dtype)` (PositionEmbedded):
+the embedding its forward adds for a rows x cols patch grid. Export (backends/graph.py) computes it once
+in torch and traces the model with that constant in its place.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,14 @@ from torch import nn
 SCALE_QUERIES = "scale_queries"  # DINOv2: softmax((q * scale) @ k^T) @ v
 SCALE_SCORES = "scale_scores"  # transformers: softmax((q @ k^T) * scale) @ v
 EXPLICIT_ORDERS = (SCALE_QUERIES, SCALE_SCORES)
+
+
+@runtime_checkable
+class PositionEmbedded(Protocol):
+    """A model whose forward adds `position_embedding(rows, cols, dtype)`: fixed for a fixed input size, so
+    export puts it in the graph as a constant (tracing the interpolation fails: its scales become tensors)."""
+
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor: ...
 
 
 def key_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -326,11 +326,13 @@ class LingBotFeatures(nn.Module):
         self.remap_depth_in = config.get("remap_depth_in", "log")
         self.fixed = False
 
-    def _pos_embed(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The image and depth patches' (1, rows * cols, C) embedding (layers.PositionEmbedded); the class
+        token's is added with the token."""
         return self.encoder.backbone.patch_pos_embed(rows, cols).to(dtype)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = self._pos_embed(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)
+        pos = self.position_embedding(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)
         dense, cls = self.encoder.encode(x[:, :3], x[:, 3:], self.fixed, pos)
         return cls, dense
 

@@ -92,8 +92,8 @@ class TheiaViT(nn.Module):
         nn.init.trunc_normal_(self.embeddings.position_embeddings, std=0.02)
         nn.init.trunc_normal_(self.embeddings.cls_token, std=0.02)
 
-    def _pos_embed(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-        """The (1, 1 + rows * cols, C) embedding forward adds: transformers'
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (1, 1 + rows * cols, C) embedding forward adds (layers.PositionEmbedded): transformers'
         interpolate_pos_encoding, bicubic to the grid in the parameter's dtype; as trained at 224x224."""
         pos = self.embeddings.position_embeddings
         return resample_pos_embed(pos, rows, cols, dtype, upcast=False).to(dtype)
@@ -103,7 +103,7 @@ class TheiaViT(nn.Module):
         h, w = height // PATCH, width // PATCH
         x = self.embeddings.patch_embeddings(x)
         x = torch.cat((self.embeddings.cls_token.expand(b, -1, -1).to(x.dtype), x), dim=1)
-        x = x + self._pos_embed(h, w, x.dtype)
+        x = x + self.position_embedding(h, w, x.dtype)
         for layer in self.encoder.layer:
             x = layer(x)
         x = self.layernorm(x)

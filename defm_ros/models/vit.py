@@ -44,8 +44,8 @@ class DeFMViT(nn.Module):
         nn.init.normal_(self.cls_token, std=1e-6)
         init_weights(self)
 
-    def _pos_embed(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-        """The (1, 1 + rows * cols, C) embedding forward adds: upstream's resize by
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (1, 1 + rows * cols, C) embedding forward adds (layers.PositionEmbedded): upstream's resize by
         (size + 0.1) / 16, in float32; at 16 x 16 the parameter itself, uncast."""
         return resample_pos_embed(self.pos_embed, rows, cols, dtype, offset=INTERPOLATE_OFFSET)
 
@@ -54,7 +54,7 @@ class DeFMViT(nn.Module):
         h, w = H // PATCH, W // PATCH
         x = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(b, -1, -1).to(x.dtype), x), dim=1)
-        x = x + self._pos_embed(h, w, x.dtype)
+        x = x + self.position_embedding(h, w, x.dtype)
         for blk in self._blocks:
             x = blk(x)
         x = self.norm(x)
