@@ -20,6 +20,7 @@ from torch import nn
 from ..config import DEFAULT_PRECISION, ONNX_PRECISIONS, check_choice
 from ..info import StreamInfo
 from ..models import use_fused_attention
+from ..models.layers import PositionEmbedded
 from .base import Preprocess
 
 OPSET = 18
@@ -55,20 +56,20 @@ def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_na
 
 @contextlib.contextmanager
 def _fixed_pos_embed(net: nn.Module, info: StreamInfo) -> Iterator[None]:
-    """ViTs interpolate their position embedding to the patch grid; at a fixed input size that is a
-    constant, so it goes into the graph as one (computed by torch, hence exact). Tracing the
-    interpolation itself fails: its scale factors become tensors."""
-    if not hasattr(net, "_pos_embed"):
+    """ViTs resize their position embedding to the patch grid (models.layers.PositionEmbedded); at a fixed
+    input size that is a constant, so it goes into the graph as one (computed by torch, hence exact).
+    Tracing the interpolation itself fails: its scale factors become tensors."""
+    if not isinstance(net, PositionEmbedded):
         yield
         return
     h, w = info.padded_size[0] // info.stride, info.padded_size[1] // info.stride
     with torch.no_grad():
-        pos = net._pos_embed(h, w, next(net.parameters()).dtype)
-    net._pos_embed = lambda *_: pos  # instance attribute shadows the method while tracing
+        pos = net.position_embedding(h, w, next(net.parameters()).dtype)
+    net.position_embedding = lambda *_: pos  # instance attribute shadows the method while tracing
     try:
         yield
     finally:
-        del net._pos_embed
+        del net.position_embedding
 
 
 @contextlib.contextmanager

@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocess.rgbd import prepare
+from .layers import Block, PatchEmbed, init_weights, resample_pos_embed
 from .registry import FAMILIES
-from .vit import PATCH, PatchEmbed, SwiGLU  # DINOv2's pieces, as DeFM's ViT has them
+
+PATCH = FAMILIES["lingbot"].patch
 
 PRETRAIN_GRID = 37  # DINOv2's 518x518 position embedding
 # backbone name -> (width, depth, heads, ffn, registers)
@@ -43,55 +45,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu":
 
 
 # --- the RGB-D ViT ---------------------------------------------------------------------------------
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """`keep` (B, N) bool: the keys every query may attend to (None: all)."""
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        # an additive mask in q's dtype: a bool one exports (fp16) as a float32 branch that the graph cannot type
-        mask = None if keep is None else torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(
-            ~keep, float("-inf"))[:, None, None, :]
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn: str) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
-        self.mlp = (SwiGLU if ffn == "swiglu" else Mlp)(dim, 4 * dim)
-        self.ls1, self.ls2 = LayerScale(dim), LayerScale(dim)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), keep))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
 class RGBDViT(nn.Module):
     """DINOv2 with a second (1-channel) patch embedding for depth; image and depth tokens side by side."""
 
@@ -102,33 +55,24 @@ class RGBDViT(nn.Module):
         dim, depth, heads, ffn, registers = BACKBONES[backbone]
         self.registers, self.antialias = registers, backbone.endswith("_reg")
         self.offset = 0.0 if self.antialias else 0.1
-        self.patch_embed, self.depth_patch_embed = PatchEmbed(dim), PatchEmbed(dim, channels=1)
+        self.patch_embed, self.depth_patch_embed = PatchEmbed(dim, PATCH), PatchEmbed(dim, PATCH, channels=1)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, PRETRAIN_GRID ** 2 + 1, dim))
         if registers:
             self.register_tokens = nn.Parameter(torch.zeros(1, registers, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # training-only, kept for strict loading
-        self.blocks = nn.ModuleList(Block(dim, heads, ffn) for _ in range(depth))
+        # attention always by SDPA, as upstream runs it (no explicit form, no fused_attention flag)
+        self.blocks = nn.ModuleList(Block(dim, heads, ffn=ffn, init_values=1.0, explicit=None) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def patch_pos_embed(self, rows: int, cols: int) -> torch.Tensor:
-        """The patch position embedding for a rows x cols grid: upstream's bicubic interpolation by
-        (size + offset) / 37, unchanged only for a square 37x37 grid."""
-        pos = self.pos_embed[:, 1:]
-        if rows == cols == PRETRAIN_GRID:
-            return pos
-        grid = pos.float().reshape(1, PRETRAIN_GRID, PRETRAIN_GRID, -1).permute(0, 3, 1, 2)
-        if self.offset:
-            size = {"scale_factor": ((rows + self.offset) / PRETRAIN_GRID, (cols + self.offset) / PRETRAIN_GRID)}
-        else:
-            size = {"size": (rows, cols)}
-        grid = F.interpolate(grid, mode="bicubic", antialias=self.antialias, **size)
-        return grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos.dtype)
+        """The patch position embedding (1, rows * cols, C) for a rows x cols grid: upstream's bicubic resize by
+        (size + offset) / 37 (to the size, antialiased, with registers), in float32; unchanged at 37 x 37."""
+        pos = resample_pos_embed(self.pos_embed, rows, cols, self.pos_embed.dtype, offset=self.offset,
+                                 antialias=self.antialias)
+        return pos[:, 1:]
 
     def tokens(self, image: torch.Tensor, depth: torch.Tensor, pos: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,7 +252,6 @@ def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int]:
 
 # --- the whole model -----------------------------------------------------------------------------
 HEADS = ("depth_head", "mask_head")
-UNBUILT = ("normal_head", "scale_head")  # configurable upstream, never built by its MDMModel
 
 
 class LingBotDepth(nn.Module):
@@ -385,7 +328,9 @@ class LingBotFeatures(nn.Module):
         self.remap_depth_in = config.get("remap_depth_in", "log")
         self.fixed = False
 
-    def _pos_embed(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The image and depth patches' (1, rows * cols, C) embedding (layers.PositionEmbedded); the class
+        token's is added with the token."""
         return self.encoder.backbone.patch_pos_embed(rows, cols).to(dtype)
 
     def architecture(self) -> dict[str, Any]:
@@ -398,7 +343,7 @@ class LingBotFeatures(nn.Module):
                                   "std": enc.image_std.flatten().tolist()}}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = self._pos_embed(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)
+        pos = self.position_embedding(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)
         dense, cls = self.encoder.encode(x[:, :3], x[:, 3:], self.fixed, pos)
         return cls, dense
 

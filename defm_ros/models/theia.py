@@ -4,7 +4,7 @@ written out so that the runtime needs no transformers (tested against it in test
 Patch 16, 12 pre-norm layers, GELU (erf), LayerNorm eps 1e-12, qkv bias, a class token, no
 distillation token; the pooler is replaced by identity, as Theia does, so its features are the final
 LayerNorm's output. Parameter names are ViTModel's, which Theia's checkpoints hold under
-`backbone.model.` (checkpoints.load_theia strips that prefix).
+`backbone.model.` (the spec's checkpoint_prefix, which models/weights.py strips).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import ModelSpec
+from .layers import SCALE_SCORES, init_weights, resample_pos_embed
+from .layers import Attention as SelfAttention
+from .registry import FAMILIES, ModelSpec
 
-PATCH = 16
+PATCH = FAMILIES["theia"].patch
 PRETRAIN_SIZE = 224
 LN_EPS = 1e-12
 
@@ -38,26 +40,6 @@ class Embeddings(nn.Module):
         self.patch_embeddings = PatchEmbeddings(dim)
 
 
-class SelfAttention(nn.Module):
-    fused_attention = False  # models.use_fused_attention
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.query, self.key, self.value = (nn.Linear(dim, dim) for _ in range(3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = (proj(x).view(b, n, self.heads, c // self.heads).transpose(1, 2)
-                   for proj in (self.query, self.key, self.value))
-        if self.fused_attention:  # fused kernels; equal to the explicit form within fp error
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:  # transformers' eager order of operations, so CPU fp32 features match it to 1e-6
-            weights = (torch.matmul(q, k.transpose(-1, -2)) * (c // self.heads) ** -0.5).softmax(dim=-1)
-            out = torch.matmul(weights, v)
-        return out.transpose(1, 2).reshape(b, n, c)
-
-
 class Dense(nn.Module):
     """transformers nests each projection as `<name>.dense`; this keeps its parameter names."""
 
@@ -69,7 +51,8 @@ class Dense(nn.Module):
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
-        self.attention = SelfAttention(dim, heads)
+        # transformers' eager order of operations, so CPU fp32 features match it to 1e-6
+        self.attention = SelfAttention(dim, heads, split_qkv=True, proj=False, explicit=SCALE_SCORES)
         self.output = Dense(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,29 +88,22 @@ class TheiaViT(nn.Module):
         self.embeddings = Embeddings(dim)
         self.encoder = LayerStack(dim, spec.num_heads, spec.depth)
         self.layernorm = nn.LayerNorm(dim, eps=LN_EPS)
-        for m in self.modules():  # transformers' ViT init (initializer_range 0.02), for random weights
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_weights(self, (nn.Linear, nn.Conv2d))  # transformers' ViT init (initializer_range 0.02)
         nn.init.trunc_normal_(self.embeddings.position_embeddings, std=0.02)
         nn.init.trunc_normal_(self.embeddings.cls_token, std=0.02)
 
-    def _pos_embed(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-        """transformers' interpolate_pos_encoding: bicubic to the patch grid; as trained at 224x224."""
+    def position_embedding(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (1, 1 + rows * cols, C) embedding forward adds (layers.PositionEmbedded): transformers'
+        interpolate_pos_encoding, bicubic to the grid in the parameter's dtype; as trained at 224x224."""
         pos = self.embeddings.position_embeddings
-        grid = PRETRAIN_SIZE // PATCH
-        if h == w == grid:
-            return pos.to(dtype)
-        patch = pos[:, 1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        patch = F.interpolate(patch, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat((pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, h * w, -1)), dim=1).to(dtype)
+        return resample_pos_embed(pos, rows, cols, dtype, upcast=False).to(dtype)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, height, width = x.shape
         h, w = height // PATCH, width // PATCH
         x = self.embeddings.patch_embeddings(x)
         x = torch.cat((self.embeddings.cls_token.expand(b, -1, -1).to(x.dtype), x), dim=1)
-        x = x + self._pos_embed(h, w, x.dtype)
+        x = x + self.position_embedding(h, w, x.dtype)
         for layer in self.encoder.layer:
             x = layer(x)
         x = self.layernorm(x)
