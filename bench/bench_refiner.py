@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from defm_ros.models.lingbot import ASSUMED_VITL_CONFIG, build_lingbot  # noqa: E402
 from defm_ros.refiner import Refiner  # noqa: E402
 from defm_ros.sample_data import sample_color, sample_depth  # noqa: E402
-from test.lingbot_config import SMALL  # noqa: E402
+from test.helpers.checkpoints import SMALL  # noqa: E402
 
 
 def peak_rss_mib() -> float:

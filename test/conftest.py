@@ -33,8 +33,8 @@ def ros_domain():
 
 @pytest.fixture
 def probe(ros_domain):
-    """A test-side node recording topics, spun in the background (test.rosgraph.Probe)."""
-    from .rosgraph import Probe
+    """A test-side node recording topics, spun in the background (test.helpers.rosgraph.Probe)."""
+    from .helpers.rosgraph import Probe
 
     p = Probe()
     yield p

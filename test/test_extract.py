@@ -505,7 +505,7 @@ def rgbd_bag(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def lingbot_ckpt(tmp_path_factory):
-    from .lingbot_config import write_checkpoint
+    from .helpers.checkpoints import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
 

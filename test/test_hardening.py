@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, Probe, start_node, stop
+from .helpers.rosgraph import FIXTURES, Probe, start_node, stop
 
 pytestmark = pytest.mark.ros
 

@@ -13,7 +13,8 @@ from defm_ros import Refiner  # noqa: E402,I001
 from defm_ros.models.lingbot import build_lingbot, token_grid  # noqa: E402
 from defm_ros.models.weights import CheckpointError  # noqa: E402
 
-from .lingbot_oracle import SMALL, oracle, save_official
+from .helpers.checkpoints import SMALL, save_lingbot
+from .helpers.oracles import lingbot_oracle
 
 SCENES = ("0", "1", "2", "4")
 
@@ -32,13 +33,13 @@ def scenes(shared_data) -> dict:
 
 @pytest.fixture(scope="module")
 def ref():
-    return oracle()
+    return lingbot_oracle()
 
 
 @pytest.fixture(scope="module")
 def ckpt(ref, tmp_path_factory):
     path = tmp_path_factory.mktemp("lingbot") / "model.pt"
-    save_official(ref, SMALL, path)
+    save_lingbot(ref.state_dict(), SMALL, path)
     return path
 
 
@@ -152,7 +153,7 @@ def test_bad_inputs_say_why(refiner, scenes):
 
 def test_strict_loading_names_what_upstream_would_ignore(ref, tmp_path):
     extra = tmp_path / "extra.pt"
-    save_official(ref, SMALL, extra, {"depth_head.extra.weight": torch.zeros(3)})
+    save_lingbot({**ref.state_dict(), "depth_head.extra.weight": torch.zeros(3)}, SMALL, extra)
     with pytest.raises(CheckpointError, match=r"1 unexpected keys: depth_head\.extra\.weight.*strict=False.*ignore"):
         Refiner(weights=extra)
     missing = tmp_path / "missing.pt"
@@ -162,7 +163,8 @@ def test_strict_loading_names_what_upstream_would_ignore(ref, tmp_path):
     with pytest.raises(CheckpointError, match=r"1 missing keys: encoder\.backbone\.blocks\.3\.attn\.qkv\.weight"):
         Refiner(weights=missing)
     heads = tmp_path / "heads.pt"  # heads upstream's config may name but its model never builds: left out by name
-    save_official(ref, SMALL, heads, {"scale_head.0.weight": torch.zeros(2, 2), "scale_head.0.bias": torch.zeros(2)})
+    save_lingbot({**ref.state_dict(), "scale_head.0.weight": torch.zeros(2, 2), "scale_head.0.bias": torch.zeros(2)},
+                 SMALL, heads)
     assert Refiner(weights=heads).info["checkpoint_skipped"] == {"scale_head": 2}
 
 

@@ -10,7 +10,7 @@ import torch
 from defm_ros.models import MODELS, build_model, get_spec
 from defm_ros.models.weights import CheckpointError, load_strict, read_state_dict, state_shapes
 
-from .oracle import save_official, upstream_forward, upstream_model
+from .helpers.oracles import save_official, upstream_forward, upstream_model
 
 TOL = 1e-5
 CNNS = [n for n, s in MODELS.items() if not s.is_vit]

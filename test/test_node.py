@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import start_camera, start_node, stop
+from .helpers.rosgraph import start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 

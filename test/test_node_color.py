@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from .rosgraph import diag_values, start_camera, start_node, stop
+from .helpers.rosgraph import diag_values, start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 

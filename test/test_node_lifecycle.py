@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from .rosgraph import start_camera, start_node, stop
+from .helpers.rosgraph import start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 

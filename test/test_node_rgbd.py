@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from .lingbot_config import write_checkpoint
-from .rosgraph import diag_values, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.rosgraph import diag_values, start_node, stop
 
 pytestmark = pytest.mark.ros
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
+from .helpers.rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from .rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
+from .helpers.rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
 from .test_extract import N, read_features, write_bag
 
 pytestmark = pytest.mark.ros

@@ -16,8 +16,8 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NODE = ("-m", "defm_ros.node")  # how start_node runs the node; a test may run a fixture script instead
 
 
