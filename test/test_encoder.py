@@ -164,7 +164,8 @@ def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
 
     from .helpers.checkpoints import write_checkpoint
 
-    enc = Encoder("lingbot_rgbd_vitl14", weights=write_checkpoint(tmp_path / "model.pt"), input_size=(56, 70))
+    ckpt = write_checkpoint(tmp_path / "model.pt", "lingbot_rgbd_vitl14")
+    enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt, input_size=(56, 70))
     rng = np.random.default_rng(0)
     rgb, depth = rng.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8), _depth()
     want = enc.encode(pack(rgb, depth))

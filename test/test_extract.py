@@ -507,7 +507,7 @@ def rgbd_bag(tmp_path_factory, shared_data):
 def lingbot_ckpt(tmp_path_factory):
     from .helpers.checkpoints import write_checkpoint
 
-    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
+    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt", "lingbot_depth_vitl14")
 
 
 def test_refined_extraction_pairs_refines_and_writes_the_refined_depth(tmp_path, rgbd_bag, lingbot_ckpt, encoder):

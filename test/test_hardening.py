@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 import pytest
 
+from .helpers.checkpoints import write_checkpoint
 from .helpers.rosgraph import FIXTURES, Probe, start_node, stop
 
 pytestmark = pytest.mark.ros
@@ -53,14 +54,7 @@ DENSE, CLS = "/defm_node/features/dense", "/defm_node/features/cls"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Seeded weights in a file, so the node and this process hold the same model (and diagnostics can be OK)."""
-    import torch
-
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("hardening") / "efficientnet_b0.pth"
-    torch.save(build_model(MODEL).state_dict(), path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("hardening") / "efficientnet_b0.pth", MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -411,15 +405,13 @@ class _RunsCode:
 def test_bad_checkpoints_exit_nonzero_before_publishing(probe, ckpt, tmp_path):
     import torch
 
-    from defm_ros.models import build_model
-
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     marker = tmp_path / "code_ran"
     with_code = tmp_path / "with_code.pth"
     torch.save({"model": {"weight": _RunsCode(str(marker))}}, with_code)
     other = tmp_path / "resnet18.pth"
-    torch.save(build_model("defm_resnet18").state_dict(), other)
+    write_checkpoint(other, "defm_resnet18", seed=None)
 
     dense = probe.listen(Image, DENSE)
     info = probe.listen(String, "/defm_node/features/info", latched=True)

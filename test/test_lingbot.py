@@ -159,7 +159,7 @@ def test_strict_loading_names_what_upstream_would_ignore(ref, tmp_path):
     missing = tmp_path / "missing.pt"
     sd = ref.state_dict()
     del sd["encoder.backbone.blocks.3.attn.qkv.weight"]
-    torch.save({"model_config": SMALL, "model": sd}, missing)
+    save_lingbot(sd, SMALL, missing)
     with pytest.raises(CheckpointError, match=r"1 missing keys: encoder\.backbone\.blocks\.3\.attn\.qkv\.weight"):
         Refiner(weights=missing)
     heads = tmp_path / "heads.pt"  # heads upstream's config may name but its model never builds: left out by name
@@ -178,11 +178,11 @@ def test_files_that_are_not_lingbot_checkpoints(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="has no model_config"):
         Refiner(weights=plain)
     wrong = tmp_path / "wrong.pt"
-    torch.save({"model_config": {**SMALL, "encoder": {"dim_out": 8}}, "model": {}}, wrong)
+    save_lingbot({}, {**SMALL, "encoder": {"dim_out": 8}}, wrong)
     with pytest.raises(CheckpointError, match="model_config does not describe a LingBot-Depth model"):
         Refiner(weights=wrong)
     headless = tmp_path / "headless.pt"
-    torch.save({"model_config": {k: v for k, v in SMALL.items() if k != "mask_head"}, "model": {}}, headless)
+    save_lingbot({}, {k: v for k, v in SMALL.items() if k != "mask_head"}, headless)
     with pytest.raises(CheckpointError, match="needs a depth_head and a mask_head"):
         Refiner(weights=headless)
 

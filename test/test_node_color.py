@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
+from .helpers.checkpoints import write_checkpoint
 from .helpers.rosgraph import diag_values, start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
@@ -27,14 +27,7 @@ MODEL = "theia_tiny"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Seeded weights in Theia's published layout, so that the node and this process hold one model."""
-    from safetensors.torch import save_file
-
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("theia") / "model.safetensors"
-    save_file({f"backbone.model.{k}": v.contiguous() for k, v in build_model(MODEL).state_dict().items()}, str(path))
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("theia") / "model.safetensors", MODEL)
 
 
 @pytest.mark.parametrize(("encoding", "transport", "topic"), [

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image as PILImage
 
 from .helpers.checkpoints import write_checkpoint
@@ -29,12 +28,8 @@ MODEL, SIZE, TOKENS = "defm_efficientnet_b0", [64, 64], 300
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from defm_ros.models import build_model
-
     root = tmp_path_factory.mktemp("rgbd")
-    torch.manual_seed(0)
-    torch.save(build_model(MODEL).state_dict(), root / "b0.pth")
-    return root / "b0.pth", write_checkpoint(root / "model.pt")
+    return write_checkpoint(root / "b0.pth", MODEL), write_checkpoint(root / "model.pt", "lingbot_depth_vitl14")
 
 
 def _scene(shared_data, s: str):

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from .helpers.checkpoints import write_checkpoint
 from .helpers.rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -150,17 +151,12 @@ def test_overload_drops_instead_of_queueing(probe, rclpy_kind, shared_data):
 
 
 def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
-    import torch
-
     from defm_ros import Encoder
-    from defm_ros.models import build_model
     from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 
-    torch.manual_seed(0)
-    ckpt = tmp_path / "b0.pth"
-    torch.save(build_model("defm_efficientnet_b0").state_dict(), ckpt)
+    ckpt = write_checkpoint(tmp_path / "b0.pth", "defm_efficientnet_b0")
     cams = ["front", "rear", "left"]
     # The fixture cameras are not synchronised (5 Hz, random phase): a wide window lets them batch.
     node = start_node({**FAST, "weights": str(ckpt), "cameras": cams, "batch_window_ms": 150.0})

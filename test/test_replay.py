@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
+from .helpers.checkpoints import write_checkpoint
 from .helpers.rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
 from .test_extract import N, read_features, write_bag
 
@@ -38,14 +38,6 @@ def bag(tmp_path_factory, shared_data):
                                                                        .glob("*/raw_depth.png"))]
     path = tmp_path_factory.mktemp("replay") / "run.mcap"
     write_bag(path, "mcap", pngs)
-    return path
-
-
-def _checkpoint(model: str, path):
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    torch.save(build_model(model).state_dict(), path)
     return path
 
 
@@ -86,7 +78,7 @@ def _accounted(status: dict, sent: int) -> None:
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "defm_vit_s14"])
 def test_replayed_features_are_bitwise_those_extract_writes(probe, bag, tmp_path, model):
-    ckpt = _checkpoint(model, tmp_path / "w.pth")
+    ckpt = write_checkpoint(tmp_path / "w.pth", model)
     ns = f"/replay_{model}"
     # torch's default threads on both sides: a thread count changes the kernels' summation order
     node = start_node({"model": model, "weights": str(ckpt), "input_size": SIZE, "use_sim_time": True},
@@ -151,7 +143,7 @@ def stereo_bag(tmp_path_factory, shared_data):
 
 def test_cameras_batched_by_the_node_match_extract_within_1e5(probe, stereo_bag, tmp_path):
     model = "defm_efficientnet_b0"
-    ckpt = _checkpoint(model, tmp_path / "w.pth")
+    ckpt = write_checkpoint(tmp_path / "w.pth", model)
     ns = "/replay_stereo"
     node = start_node({"model": model, "weights": str(ckpt), "input_size": SIZE, "use_sim_time": True,
                        "cameras": list(CAMERAS), "camera_depth_topic": "depth", "batch_window_ms": 100.0},

@@ -21,6 +21,24 @@ SMALL = {
 }
 
 
+def save_defm(state_dict: dict, path: Path, wrap: bool = False) -> Path:
+    """DeFM's published <name>.pth: a plain state dict (`wrap`: under "model", as training scripts save it)."""
+    import torch
+
+    torch.save({"model": state_dict} if wrap else state_dict, path)
+    return path
+
+
+def save_theia(backbone: dict, path: Path, extra: dict | None = None) -> Path:
+    """Theia's published model.safetensors: the backbone (transformers-4 parameter names) under backbone.model.,
+    and `extra` keys as they are (the training-time translator heads, or a stray key)."""
+    from safetensors.torch import save_file
+
+    sd = {f"backbone.model.{k}": v.contiguous() for k, v in backbone.items()}
+    save_file({**sd, **(extra or {})}, str(path))
+    return path
+
+
 def save_lingbot(state_dict: dict, config: dict, path: Path) -> Path:
     """LingBot-Depth's published model.pt layout: {"model_config": MDMModel kwargs, "model": state dict}."""
     import torch
@@ -29,12 +47,22 @@ def save_lingbot(state_dict: dict, config: dict, path: Path) -> Path:
     return path
 
 
-def write_checkpoint(path: Path, config: dict = SMALL, seed: int = 0) -> Path:
-    """A LingBot-Depth model.pt with seeded random weights built by our own code (tests comparing with
-    upstream save the oracle's instead)."""
+def write_checkpoint(path: Path, model: str, seed: int | None = 0, config: dict = SMALL) -> Path:
+    """`model`'s random weights after torch.manual_seed(seed) (None: the generator as it stands), in the file its
+    publisher ships, so that a test and the node it starts, given one seed, hold one model. LingBot: the whole
+    model of `config` (the refiners and the RGB-D encoder read the same model.pt), built by our own code (tests
+    comparing with upstream save the oracle's instead)."""
     import torch
 
-    from defm_ros.models.lingbot import build_lingbot
+    from defm_ros.models import MODELS, REFINERS, build_model, get_spec
 
-    torch.manual_seed(seed)
-    return save_lingbot(build_lingbot(config).state_dict(), config, path)
+    if seed is not None:
+        torch.manual_seed(seed)
+    family = get_spec(model, {**MODELS, **REFINERS}).family
+    if family == "lingbot":
+        from defm_ros.models.lingbot import build_lingbot
+
+        return save_lingbot(build_lingbot(config).state_dict(), config, path)
+    if family == "theia":
+        return save_theia(build_model(model).state_dict(), path)
+    return save_defm(build_model(model).state_dict(), path)

@@ -85,12 +85,6 @@ def upstream_forward(model: torch.nn.Module, x: torch.Tensor, level: str = "P4")
         return out["global_backbone"], out["dense_bifpn"][level]
 
 
-def save_official(model: torch.nn.Module, path, wrap: bool = False) -> None:
-    """Save a state dict the way the published <name>.pth files are saved."""
-    sd = model.state_dict()
-    torch.save({"model": sd} if wrap else sd, path)
-
-
 LINGBOT_ORACLE = data_root().parent / "oracles" / "lingbot_depth" if data_root() else None
 
 
