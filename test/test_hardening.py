@@ -43,6 +43,7 @@ from defm_ros.features import from_msg  # noqa: E402
 from defm_ros.msgs.depth import COMPRESSED_HEADER, decode_depth, encode_compressed  # noqa: E402
 
 from .fixtures.node_with_faulty_encoder import FAULT_MM  # noqa: E402
+from .helpers.messages import image  # noqa: E402
 
 MODEL = "defm_efficientnet_b0"
 SIZE = [64, 64]  # small: the corpus is about the input path, not the network
@@ -69,17 +70,6 @@ def depth_mm(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
     d = np.linspace(400, 6000, h * w, dtype=np.float64).reshape(h, w) + rng.integers(0, 300, (h, w))
     d[rng.random((h, w)) < 0.05] = 0  # RealSense holes
     return d.astype(np.uint16)
-
-
-def image(arr: np.ndarray, encoding: str | None = None, big: bool = False, pad: int = 0, **override) -> Image:
-    """A valid Image of `arr` (uint16 -> 16UC1, float32 -> 32FC1), with optional row padding; then `override`."""
-    enc = encoding if encoding is not None else ("16UC1" if arr.dtype == np.uint16 else "32FC1")
-    raw = arr.astype(arr.dtype.newbyteorder(">" if big else "<")).view(np.uint8).reshape(arr.shape[0], -1)
-    rows = np.concatenate([raw, np.full((arr.shape[0], pad), 0x5A, np.uint8)], axis=1)
-    fields = dict(height=arr.shape[0], width=arr.shape[1], encoding=enc, is_bigendian=big, step=rows.shape[1],
-                  data=rows.tobytes())
-    fields.update(override)
-    return Image(**fields)
 
 
 class Feed:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image as PILImage
 
 from .helpers.checkpoints import write_checkpoint
+from .helpers.messages import camera_info, image
 from .helpers.rosgraph import diag_values, start_node, stop
 
 pytestmark = pytest.mark.ros
@@ -40,10 +41,7 @@ def _scene(shared_data, s: str):
 
 
 def _msgs(rgb, mm, k, sec: int):
-    h, w = mm.shape
-    depth = Image(height=h, width=w, encoding="16UC1", step=w * 2, data=mm.astype("<u2").tobytes())
-    color = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
-    info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1], k=k.reshape(-1).tolist())
+    depth, color, info = image(mm), image(rgb, "rgb8"), camera_info(k, *rgb.shape[:2])
     for m in (depth, color, info):
         m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
     return depth, color, info

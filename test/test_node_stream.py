@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from .helpers.checkpoints import write_checkpoint
+from .helpers.messages import image
 from .helpers.rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -85,7 +86,7 @@ def test_best_effort_publisher_without_profile_still_connects(probe):
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     pub = probe.node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     mm = np.full((48, 64), 1500, np.uint16)
-    frame = Image(height=48, width=64, encoding="16UC1", step=128, data=mm.tobytes())
+    frame = image(mm)
     try:
         assert probe.wait_for(lambda: pub.get_subscription_count() > 0, 60), "no subscription matched"
         for k in range(40):
