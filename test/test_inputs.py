@@ -17,6 +17,7 @@ from defm_ros.inputs import (
     transport_topic,
 )
 
+from .helpers import bags
 from .helpers.messages import duck_image
 
 
@@ -24,10 +25,7 @@ def _serialized_image(sec: int, nanosec: int, big_endian: bool = False) -> bytes
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                 "builtin_interfaces/msg/Time"))
-    msg = Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="cam"), height=1, width=2,
-                encoding="16UC1", is_bigendian=0, step=4, data=np.zeros(4, np.uint8))
+    msg = bags.image(ts, sec * 10**9 + nanosec, "cam", "16UC1", np.zeros((1, 2), np.uint16))
     if big_endian:
         return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image", little_endian=False))
     return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from defm_ros import Refiner  # noqa: E402,I001
 from defm_ros.models.lingbot import build_lingbot, token_grid  # noqa: E402
@@ -15,6 +14,7 @@ from defm_ros.models.weights import CheckpointError  # noqa: E402
 
 from .helpers.checkpoints import SMALL, save_lingbot
 from .helpers.oracles import lingbot_oracle
+from .helpers.scenes import scene
 
 SCENES = ("0", "1", "2", "4")
 
@@ -23,11 +23,8 @@ SCENES = ("0", "1", "2", "4")
 def scenes(shared_data) -> dict:
     out = {}
     for s in SCENES:
-        folder = shared_data / "rgbd_examples" / s
-        rgb = np.array(Image.open(next(folder.glob("rgb.*"))).convert("RGB"))
-        depth = np.asarray(Image.open(folder / "raw_depth.png")).astype(np.float32) / 1000.0
-        k = np.loadtxt(folder / "intrinsics.txt").reshape(3, 3).astype(np.float32)
-        out[s] = (rgb, depth, k)
+        rgb, mm, k = scene(shared_data, s)
+        out[s] = (rgb, mm.astype(np.float32) / 1000.0, k.astype(np.float32))
     return out
 
 
