@@ -23,7 +23,19 @@ sys.path.insert(0, str(ROOT))
 from defm_ros.models.lingbot import ASSUMED_VITL_CONFIG, build_lingbot  # noqa: E402
 from defm_ros.refiner import Refiner  # noqa: E402
 from defm_ros.sample_data import sample_color, sample_depth  # noqa: E402
-from test.lingbot_config import SMALL  # noqa: E402
+
+# The small config the tests run LingBot at (the oracle README's): a dinov2_vits14 RGB-D encoder whose dim_out
+# is the ViT width, neck and heads of [128, 64, 32, 32, 32]. Written out here: a bench does not import tests.
+HEAD = {"dim_in": [128, 64, 32, 32, 32], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 4 + [1],
+        "resamplers": ["conv_transpose"] * 4}
+SMALL = {
+    "encoder": {"backbone": "dinov2_vits14", "intermediate_layers": 4, "dim_out": 384,
+                "img_depth_fuse_mode": "cat_token", "depth_emb_mode": "conv_1c"},
+    "neck": {"dim_in": [386, 2, 2, 2, 2], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 5,
+             "resamplers": ["conv_transpose"] * 4},
+    "depth_head": HEAD,
+    "mask_head": HEAD,
+}
 
 
 def peak_rss_mib() -> float:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from .helpers.checkpoints import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "defm_regnet_y_400mf"
@@ -22,8 +23,6 @@ SKIP = shutil.ignore_patterns(".git", ".venv*", "build", "install", "log", "demo
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    from defm_ros.models import build_model
-
     colcon = Path(sys.executable).with_name("colcon")
     if not colcon.exists():
         pytest.fail("colcon is not installed (requirements-dev.txt has colcon-common-extensions)")
@@ -33,7 +32,7 @@ def workspace(tmp_path_factory) -> Path:
     for f in (src / "models").iterdir():  # only what the recipe puts there
         if f.name != "README.md":
             shutil.rmtree(f) if f.is_dir() else f.unlink()
-    torch.save(build_model(MODEL).state_dict(), src / "models" / f"{MODEL}.pth")  # the recipe's download
+    write_checkpoint(src / "models" / f"{MODEL}.pth", MODEL, seed=None)  # the recipe's download
     out = subprocess.run([str(colcon), "build", "--packages-select", "defm_ros"], cwd=ws, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -164,9 +164,10 @@ def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
     """(rgb, depth) tensors on the GPU are packed on the GPU: neither goes to host memory and back."""
     from defm_ros.preprocess.rgbd import pack
 
-    from .lingbot_config import write_checkpoint
+    from .helpers.checkpoints import write_checkpoint
 
-    enc = Encoder("lingbot_rgbd_vitl14", weights=write_checkpoint(tmp_path / "model.pt"), input_size=(56, 70))
+    ckpt = write_checkpoint(tmp_path / "model.pt", "lingbot_rgbd_vitl14")
+    enc = Encoder("lingbot_rgbd_vitl14", weights=ckpt, input_size=(56, 70))
     rng = np.random.default_rng(0)
     rgb, depth = rng.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8), _depth()
     want = enc.encode(pack(rgb, depth))

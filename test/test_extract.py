@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,12 @@ from defm_ros.extract import (
     load_dataset,
 )
 from defm_ros.features import from_msg
-from defm_ros.msgs.depth import encode_compressed
+
+from .helpers.bags import CAMERAS, DEPTH_TOPICS, RS_DEPTH, N, read_features, write_bag, write_colour_bag
 
 rosbags = pytest.importorskip("rosbags")
 
-N = 6  # frames per depth topic
 SIZE = (64, 64)  # small network input keeps the suite fast; decoding still sees 640x480 frames
-DEPTH_TOPICS = ["/cam/depth", "/cam2/depth/compressedDepth", "/zed/depth"]
-# features are named after the camera, not the transport (as the node names them): /cam2/depth/features/*
-CAMERAS = {"/cam/depth": "/cam/depth", "/cam2/depth/compressedDepth": "/cam2/depth", "/zed/depth": "/zed/depth"}
 REJECTED = {"bad depth image": 1, "undecodable message": 1}
 
 
@@ -39,90 +35,11 @@ def encoder():
 
 
 @pytest.fixture(scope="module")
-def depth_pngs(shared_data):
-    from defm_ros.sample_data import load_depth_png
-
-    files = sorted((shared_data / "rgbd_examples").glob("*/raw_depth.png"))
-    assert files, "rgbd_examples missing"
-    return [load_depth_png(f).raw.astype(np.uint16) for f in files]
-
-
-def write_bag(path: Path, kind: str, pngs: list[np.ndarray]) -> dict:
-    """A small recording: 16UC1 640x480, 32FC1 320x240 (with NaN), compressedDepth 16UC1, an rgb8
-    topic that is not depth, one depth image with a wrong size and one undecodable message.
-    Returns {topic: [(log_time, stamp_ns, frame_id, depth_m)]} for the valid depth frames."""
-    from rosbags.typesys import Stores, get_typestore
-
-    ros1 = kind == "ros1"
-    ts = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
-    Image, Compressed = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
-    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
-    ser = ts.serialize_ros1 if ros1 else ts.serialize_cdr
-    if ros1:
-        from rosbags.rosbag1 import Writer as Writer1
-
-        writer = Writer1(path)
-    else:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        plugin = StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3
-        writer = Writer(path, version=8, storage_plugin=plugin)
-    writer.open()
-    conns = {t: writer.add_connection(t, (Compressed if "compressed" in t else Image).__msgtype__, typestore=ts)
-             for t in [*DEPTH_TOPICS, "/cam/color"]}
-
-    def header(stamp: int, frame: str):
-        time = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
-        return Header(seq=0, stamp=time, frame_id=frame) if ros1 else Header(stamp=time, frame_id=frame)
-
-    def image(stamp: int, frame: str, enc: str, arr: np.ndarray):
-        return Image(header=header(stamp, frame), height=arr.shape[0], width=arr.shape[1], encoding=enc,
-                     is_bigendian=0, step=arr.shape[1] * arr.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
-                     data=np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8))
-
-    expected: dict[str, list] = {CAMERAS[t]: [] for t in DEPTH_TOPICS}
-    for i in range(N):
-        raw = pngs[i % len(pngs)]
-        log_time = 1_700_000_000 * 10**9 + i * 33_333_333
-        stamp = log_time - 5_000_000  # capture time, earlier than the bag's receive time
-        writer.write(conns["/cam/depth"], log_time, ser(image(stamp, "cam_depth", "16UC1", raw), Image.__msgtype__))
-        expected["/cam/depth"].append((log_time, stamp, "cam_depth", raw.astype(np.float32) * np.float32(0.001)))
-        fmt, data = encode_compressed(raw)
-        msg = Compressed(header=header(stamp, "cam_depth"), format=fmt, data=np.frombuffer(data, np.uint8))
-        writer.write(conns["/cam2/depth/compressedDepth"], log_time + 1, ser(msg, Compressed.__msgtype__))
-        expected["/cam2/depth"].append((log_time + 1, stamp, "cam_depth",
-                                                       raw.astype(np.float32) * np.float32(0.001)))
-        zed = (raw[::2, ::2].astype(np.float32) * np.float32(0.001))
-        zed[zed == 0] = np.nan
-        writer.write(conns["/zed/depth"], log_time + 2, ser(image(stamp + 7, "zed", "32FC1", zed), Image.__msgtype__))
-        expected["/zed/depth"].append((log_time + 2, stamp + 7, "zed", zed))
-        rgb = np.full((4, 4, 3), i, np.uint8)
-        writer.write(conns["/cam/color"], log_time + 3, ser(image(stamp, "cam_color", "rgb8", rgb), Image.__msgtype__))
-    bad = image(stamp + 1, "cam_depth", "16UC1", pngs[0])
-    bad.data = bad.data[:100]  # height/step promise 614400 bytes
-    writer.write(conns["/cam/depth"], log_time + 10, ser(bad, Image.__msgtype__))
-    writer.write(conns["/zed/depth"], log_time + 11, b"\x00\x01\x00\x00garbage")
-    writer.close()
-    return expected
-
-
-@pytest.fixture(scope="module")
 def bags(tmp_path_factory, depth_pngs):
     root = tmp_path_factory.mktemp("bags")
     paths = {"ros1": root / "run.bag", "sqlite3": root / "run_db3", "mcap": root / "run_mcap"}
     expected = {kind: write_bag(path, kind, depth_pngs) for kind, path in paths.items()}
     return paths, expected
-
-
-def read_features(bag_dir: Path) -> dict[str, list]:
-    """{output topic: [(log_time, msg)]} of a feature bag, read with rosbags (as any tool would)."""
-    from rosbags.highlevel import AnyReader
-
-    out: dict[str, list] = {}
-    with AnyReader([bag_dir]) as reader:
-        for conn, t, data in reader.messages():
-            out.setdefault(conn.topic, []).append((t, reader.deserialize(data, conn.msgtype)))
-    return out
 
 
 def custom_data(bag_dir: Path) -> dict:
@@ -378,51 +295,13 @@ def test_segment_closed_but_not_listed_is_recovered(tmp_path, bags, encoder, mon
     check_outputs(tmp_path, "run_mcap", expected["mcap"], encoder, dataset=False)
 
 
-def _colour_bag(path: Path, rgbs: list[np.ndarray]) -> dict:
-    """rgb8 on /cam/color/image_raw, JPEG on /cam2/color/image_raw/compressed, and depth beside them."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from defm_ros.msgs.color import decode_color
-    from defm_ros.msgs.color import encode_compressed as encode_color
-
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    Image, Compressed = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CompressedImage"]
-    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
-    writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
-    writer.open()
-    raw = writer.add_connection("/cam/color/image_raw", Image.__msgtype__, typestore=ts)
-    jpeg = writer.add_connection("/cam2/color/image_raw/compressed", Compressed.__msgtype__, typestore=ts)
-    depth = writer.add_connection("/cam/depth", Image.__msgtype__, typestore=ts)
-    expected: dict[str, list] = {"/cam/color/image_raw": [], "/cam2/color/image_raw": []}
-    for i in range(4):
-        rgb, t = rgbs[i % len(rgbs)], 1_700_000_000 * 10**9 + i * 10**8
-        header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam_color")
-        msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
-                    step=rgb.shape[1] * 3, data=np.frombuffer(rgb.tobytes(), np.uint8))
-        writer.write(raw, t, ts.serialize_cdr(msg, Image.__msgtype__))
-        expected["/cam/color/image_raw"].append((t, rgb))
-        fmt, data = encode_color(rgb, "jpeg")
-        writer.write(jpeg, t + 1, ts.serialize_cdr(Compressed(header=header, format=fmt,
-                                                              data=np.frombuffer(data, np.uint8)),
-                                                   Compressed.__msgtype__))
-        expected["/cam2/color/image_raw"].append((t + 1, decode_color(types.SimpleNamespace(format=fmt, data=data))))
-        mm = np.full((48, 64), 1000, np.uint16)
-        writer.write(depth, t + 2, ts.serialize_cdr(Image(header=header, height=48, width=64, encoding="16UC1",
-                                                          is_bigendian=0, step=128,
-                                                          data=np.frombuffer(mm.tobytes(), np.uint8)),
-                                                    Image.__msgtype__))
-    writer.close()
-    return expected
-
-
 def test_a_theia_model_extracts_the_colour_topics(tmp_path, shared_data):
     from PIL import Image as PILImage
 
     from defm_ros.sample_data import color_pngs
 
     rgbs = [np.array(PILImage.open(p).convert("RGB")) for p in color_pngs(shared_data)]
-    expected = _colour_bag(tmp_path / "colour", rgbs)
+    expected = write_colour_bag(tmp_path / "colour", rgbs)
     enc = build_encoder(model="theia_tiny", weights="random")
     result = extract_bag(tmp_path / "colour", tmp_path / "out", encoder=enc, dataset=True, progress=False)
     assert result.topics == ["/cam/color/image_raw", "/cam2/color/image_raw/compressed"]  # not the depth
@@ -451,63 +330,6 @@ def test_cli_extract_with_theia_takes_the_colour_topic_of_a_depth_bag(cli, capsy
 
 
 # -- RGB-D: refinement in front of DeFM, and the RGB-D encoder ---------------------------------------------
-
-RS_DEPTH, RS_COLOR = "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/color/image_raw"
-
-
-def _rgbd_bag(path: Path, scenes: list[tuple[np.ndarray, np.ndarray]]) -> list:
-    """Aligned RealSense topics: each scene's depth and colour with one stamp; then a depth frame whose colour
-    never comes (unpaired) and a pair whose colour has half the depth's size (misaligned)."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                 "builtin_interfaces/msg/Time"))
-    writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
-    writer.open()
-    cd, cc = (writer.add_connection(t, Image.__msgtype__, typestore=ts) for t in (RS_DEPTH, RS_COLOR))
-
-    def image(t: int, enc: str, arr: np.ndarray):
-        return ts.serialize_cdr(Image(header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam"),
-                                      height=arr.shape[0], width=arr.shape[1], encoding=enc, is_bigendian=0,
-                                      step=arr.shape[1] * arr.itemsize * (arr.shape[2] if arr.ndim == 3 else 1),
-                                      data=np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8)),
-                                Image.__msgtype__)
-
-    expected = []
-    t = 1_700_000_000 * 10**9
-    for k, (rgb, mm) in enumerate(scenes):
-        stamp = t + k * 10**8
-        writer.write(cd, stamp + 5, image(stamp, "16UC1", mm))
-        writer.write(cc, stamp + 9, image(stamp, "rgb8", rgb))  # colour arrives after its depth
-        expected.append((stamp + 5, stamp, rgb, mm.astype(np.float32) / 1000))
-    rgb, mm = scenes[0]
-    writer.write(cd, t + 10**9, image(t + 10**9, "16UC1", mm))  # no colour with this stamp
-    writer.write(cd, t + 2 * 10**9, image(t + 2 * 10**9, "16UC1", mm))
-    writer.write(cc, t + 2 * 10**9 + 1, image(t + 2 * 10**9, "rgb8", rgb[::2, ::2].copy()))
-    writer.close()
-    return expected
-
-
-@pytest.fixture(scope="module")
-def rgbd_bag(tmp_path_factory, shared_data):
-    from PIL import Image as PILImage
-
-    scenes = []
-    for s in ("1", "2"):
-        folder = shared_data / "rgbd_examples" / s
-        scenes.append((np.array(PILImage.open(next(folder.glob("rgb.*"))).convert("RGB")),
-                       np.asarray(PILImage.open(folder / "raw_depth.png")).astype(np.uint16)))
-    path = tmp_path_factory.mktemp("rgbd") / "rs"
-    return path, _rgbd_bag(path, scenes)
-
-
-@pytest.fixture(scope="module")
-def lingbot_ckpt(tmp_path_factory):
-    from .lingbot_config import write_checkpoint
-
-    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
 
 
 def test_refined_extraction_pairs_refines_and_writes_the_refined_depth(tmp_path, rgbd_bag, lingbot_ckpt, encoder):
@@ -566,13 +388,9 @@ def test_cli_the_readmes_export_then_extract_with_its_defaults(cli, capsys, capl
     assert "Traceback" not in caplog.text + capsys.readouterr().err
 
 
-def test_a_one_frame_bag_reports_no_real_time_factor_and_locks_stay_out_of_sight(tmp_path, depth_pngs, encoder,
-                                                                                  monkeypatch):
-    import sys
-
-    monkeypatch.setitem(vars(sys.modules[__name__]), "N", 1)  # one frame per topic, within nanoseconds
+def test_a_one_frame_bag_reports_no_real_time_factor_and_locks_stay_out_of_sight(tmp_path, depth_pngs, encoder):
     bag = tmp_path / "one.mcap"
-    write_bag(bag, "mcap", depth_pngs[:1])
+    write_bag(bag, "mcap", depth_pngs[:1], count=1)  # one frame per topic, within nanoseconds
     result = extract_bag(bag, tmp_path / "o", encoder=encoder, topics=["/cam/depth"], progress=False)
     assert result.complete and result.frames_written == 1
     assert "real time unknown: the recording spans no time" in result.summary() and "0.0x" not in result.summary()

@@ -15,10 +15,7 @@ ray = pytest.importorskip("ray", reason="ray (the optional extra defm_ros[ray]) 
 from defm_ros.extract import BagReadError, extract_bag, load_dataset  # noqa: E402
 from defm_ros.extract.fleet import extract_fleet, report  # noqa: E402
 
-from . import test_extract  # noqa: E402
-from .test_extract import write_bag  # noqa: E402
-
-rgbd_bag, lingbot_ckpt = test_extract.rgbd_bag, test_extract.lingbot_ckpt  # the refined-extraction fixtures
+from .helpers.bags import write_bag  # noqa: E402
 
 ENCODER = {"model": "defm_resnet18", "weights": "random", "input_size": (64, 64)}
 
@@ -31,17 +28,13 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, shared_data):
+def fleet(tmp_path_factory, depth_pngs):
     """Two robots whose bags share a name (run), a third with a ROS 1 bag, and a corrupt bag."""
-    from defm_ros.sample_data import load_depth_png
-
-    pngs = [load_depth_png(f).raw.astype(np.uint16) for f in sorted((shared_data / "rgbd_examples")
-                                                                       .glob("*/raw_depth.png"))]
     root = tmp_path_factory.mktemp("fleet")
     bags = [root / "robot_a" / "run.mcap", root / "robot_b" / "run", root / "robot_c" / "run.bag"]
     for bag, kind in zip(bags, ("mcap", "sqlite3", "ros1"), strict=True):
         bag.parent.mkdir(parents=True, exist_ok=True)
-        write_bag(bag, kind, pngs)
+        write_bag(bag, kind, depth_pngs)
     broken = root / "robot_d" / "broken.db3"
     broken.parent.mkdir()
     broken.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # a header, then garbage

@@ -64,9 +64,9 @@ def test_half_features_are_converted_on_the_device():
 
 
 def test_refiner_bf16_on_the_device_stays_near_fp32_on_the_cpu(tmp_path):
-    from .lingbot_config import write_checkpoint
+    from .helpers.checkpoints import write_checkpoint
 
-    ckpt = write_checkpoint(tmp_path / "model.pt")
+    ckpt = write_checkpoint(tmp_path / "model.pt", "lingbot_depth_vitl14")
     rgbd = sample_inputs("rgbd", (240, 320), 1)[0][0]
     rgb, depth = rgbd[..., :3].astype(np.uint8), rgbd[..., 3]
     want = Refiner(weights=ckpt, num_tokens=300).refine(rgb, depth)

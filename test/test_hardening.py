@@ -29,7 +29,8 @@ import zlib
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, Probe, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.rosgraph import FIXTURES, Probe, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -42,6 +43,7 @@ from defm_ros.features import from_msg  # noqa: E402
 from defm_ros.msgs.depth import COMPRESSED_HEADER, decode_depth, encode_compressed  # noqa: E402
 
 from .fixtures.node_with_faulty_encoder import FAULT_MM  # noqa: E402
+from .helpers.messages import image  # noqa: E402
 
 MODEL = "defm_efficientnet_b0"
 SIZE = [64, 64]  # small: the corpus is about the input path, not the network
@@ -53,14 +55,7 @@ DENSE, CLS = "/defm_node/features/dense", "/defm_node/features/cls"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Seeded weights in a file, so the node and this process hold the same model (and diagnostics can be OK)."""
-    import torch
-
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("hardening") / "efficientnet_b0.pth"
-    torch.save(build_model(MODEL).state_dict(), path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("hardening") / "efficientnet_b0.pth", MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +70,6 @@ def depth_mm(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
     d = np.linspace(400, 6000, h * w, dtype=np.float64).reshape(h, w) + rng.integers(0, 300, (h, w))
     d[rng.random((h, w)) < 0.05] = 0  # RealSense holes
     return d.astype(np.uint16)
-
-
-def image(arr: np.ndarray, encoding: str | None = None, big: bool = False, pad: int = 0, **override) -> Image:
-    """A valid Image of `arr` (uint16 -> 16UC1, float32 -> 32FC1), with optional row padding; then `override`."""
-    enc = encoding if encoding is not None else ("16UC1" if arr.dtype == np.uint16 else "32FC1")
-    raw = arr.astype(arr.dtype.newbyteorder(">" if big else "<")).view(np.uint8).reshape(arr.shape[0], -1)
-    rows = np.concatenate([raw, np.full((arr.shape[0], pad), 0x5A, np.uint8)], axis=1)
-    fields = dict(height=arr.shape[0], width=arr.shape[1], encoding=enc, is_bigendian=big, step=rows.shape[1],
-                  data=rows.tobytes())
-    fields.update(override)
-    return Image(**fields)
 
 
 class Feed:
@@ -411,15 +395,13 @@ class _RunsCode:
 def test_bad_checkpoints_exit_nonzero_before_publishing(probe, ckpt, tmp_path):
     import torch
 
-    from defm_ros.models import build_model
-
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     marker = tmp_path / "code_ran"
     with_code = tmp_path / "with_code.pth"
     torch.save({"model": {"weight": _RunsCode(str(marker))}}, with_code)
     other = tmp_path / "resnet18.pth"
-    torch.save(build_model("defm_resnet18").state_dict(), other)
+    write_checkpoint(other, "defm_resnet18", seed=None)
 
     dense = probe.listen(Image, DENSE)
     info = probe.listen(String, "/defm_node/features/info", latched=True)

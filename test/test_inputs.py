@@ -19,15 +19,15 @@ from defm_ros.inputs import (
     transport_topic,
 )
 
+from .helpers import bags
+from .helpers.messages import duck_image
+
 
 def _serialized_image(sec: int, nanosec: int, big_endian: bool = False) -> bytes:
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                 "builtin_interfaces/msg/Time"))
-    msg = Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="cam"), height=1, width=2,
-                encoding="16UC1", is_bigendian=0, step=4, data=np.zeros(4, np.uint8))
+    msg = bags.image(ts, sec * 10**9 + nanosec, "cam", "16UC1", np.zeros((1, 2), np.uint16))
     if big_endian:
         return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image", little_endian=False))
     return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))
@@ -116,17 +116,13 @@ def test_rgbd_input_pairs_colour_depth_and_camera_info_and_checks_alignment():
     frame = src.pair("camera_info", _serialized_image(10, 0))  # any header-first message pairs by stamp
     assert set(frame) == {"depth", "color", "camera_info"} and src.unpaired == 0
 
-    def image(encoding, h, w, data):
-        return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=len(data) // h, is_bigendian=False,
-                                     data=data)
-
-    depth = image("16UC1", 2, 3, np.full(6, 1500, "<u2").tobytes())
-    color = image("rgb8", 2, 3, bytes(range(18)))
+    depth = duck_image(np.full((2, 3), 1500, np.uint16))
+    color = duck_image(np.arange(18, dtype=np.uint8).reshape(2, 3, 3), "rgb8")
     x = src.decode({"depth": depth, "color": color, "camera_info": types.SimpleNamespace(height=2, width=3)},
                    {"depth_scale": 0.001})
     assert x.shape == (2, 3, 4) and x.dtype == np.float32
     np.testing.assert_array_equal(x[..., :3].reshape(-1), np.arange(18)) and np.testing.assert_allclose(x[..., 3], 1.5)
-    small = image("rgb8", 1, 3, bytes(9))
+    small = duck_image(np.zeros((1, 3, 3), np.uint8), "rgb8")
     with pytest.raises(ValueError, match="not aligned .*colour 3x1.*aligned_depth_to_color"):
         src.decode({"depth": depth, "color": small, "camera_info": types.SimpleNamespace(height=2, width=3)},
                    {"depth_scale": 0.001})

@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from defm_ros import Refiner  # noqa: E402,I001
 from defm_ros.models.lingbot import build_lingbot, token_grid  # noqa: E402
 from defm_ros.models.weights import CheckpointError  # noqa: E402
 
-from .lingbot_oracle import SMALL, oracle, save_official
+from .helpers.checkpoints import SMALL, save_lingbot
+from .helpers.oracles import lingbot_oracle
+from .helpers.scenes import scene
 
 SCENES = ("0", "1", "2", "4")
 
@@ -22,23 +23,20 @@ SCENES = ("0", "1", "2", "4")
 def scenes(shared_data) -> dict:
     out = {}
     for s in SCENES:
-        folder = shared_data / "rgbd_examples" / s
-        rgb = np.array(Image.open(next(folder.glob("rgb.*"))).convert("RGB"))
-        depth = np.asarray(Image.open(folder / "raw_depth.png")).astype(np.float32) / 1000.0
-        k = np.loadtxt(folder / "intrinsics.txt").reshape(3, 3).astype(np.float32)
-        out[s] = (rgb, depth, k)
+        rgb, mm, k = scene(shared_data, s)
+        out[s] = (rgb, mm.astype(np.float32) / 1000.0, k.astype(np.float32))
     return out
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return oracle()
+    return lingbot_oracle()
 
 
 @pytest.fixture(scope="module")
 def ckpt(ref, tmp_path_factory):
     path = tmp_path_factory.mktemp("lingbot") / "model.pt"
-    save_official(ref, SMALL, path)
+    save_lingbot(ref.state_dict(), SMALL, path)
     return path
 
 
@@ -152,17 +150,18 @@ def test_bad_inputs_say_why(refiner, scenes):
 
 def test_strict_loading_names_what_upstream_would_ignore(ref, tmp_path):
     extra = tmp_path / "extra.pt"
-    save_official(ref, SMALL, extra, {"depth_head.extra.weight": torch.zeros(3)})
+    save_lingbot({**ref.state_dict(), "depth_head.extra.weight": torch.zeros(3)}, SMALL, extra)
     with pytest.raises(CheckpointError, match=r"1 unexpected keys: depth_head\.extra\.weight.*strict=False.*ignore"):
         Refiner(weights=extra)
     missing = tmp_path / "missing.pt"
     sd = ref.state_dict()
     del sd["encoder.backbone.blocks.3.attn.qkv.weight"]
-    torch.save({"model_config": SMALL, "model": sd}, missing)
+    save_lingbot(sd, SMALL, missing)
     with pytest.raises(CheckpointError, match=r"1 missing keys: encoder\.backbone\.blocks\.3\.attn\.qkv\.weight"):
         Refiner(weights=missing)
     heads = tmp_path / "heads.pt"  # heads upstream's config may name but its model never builds: left out by name
-    save_official(ref, SMALL, heads, {"scale_head.0.weight": torch.zeros(2, 2), "scale_head.0.bias": torch.zeros(2)})
+    save_lingbot({**ref.state_dict(), "scale_head.0.weight": torch.zeros(2, 2), "scale_head.0.bias": torch.zeros(2)},
+                 SMALL, heads)
     assert Refiner(weights=heads).info["checkpoint_skipped"] == {"scale_head": 2}
 
 
@@ -176,11 +175,11 @@ def test_files_that_are_not_lingbot_checkpoints(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="has no model_config"):
         Refiner(weights=plain)
     wrong = tmp_path / "wrong.pt"
-    torch.save({"model_config": {**SMALL, "encoder": {"dim_out": 8}}, "model": {}}, wrong)
+    save_lingbot({}, {**SMALL, "encoder": {"dim_out": 8}}, wrong)
     with pytest.raises(CheckpointError, match="model_config does not describe a LingBot-Depth model"):
         Refiner(weights=wrong)
     headless = tmp_path / "headless.pt"
-    torch.save({"model_config": {k: v for k, v in SMALL.items() if k != "mask_head"}, "model": {}}, headless)
+    save_lingbot({}, {k: v for k, v in SMALL.items() if k != "mask_head"}, headless)
     with pytest.raises(CheckpointError, match="needs a depth_head and a mask_head"):
         Refiner(weights=headless)
 

@@ -14,7 +14,8 @@ from defm_ros.models import MODELS, build_model, get_spec, use_fused_attention
 from defm_ros.models.layers import SCALE_QUERIES, SCALE_SCORES, Attention, PositionEmbedded, resample_pos_embed
 from defm_ros.models.weights import CheckpointError, load_strict, read_state_dict, state_shapes
 
-from .oracle import save_official, upstream_forward, upstream_model
+from .helpers.checkpoints import save_defm, write_checkpoint
+from .helpers.oracles import upstream_forward, upstream_model
 
 TOL = 1e-5
 CNNS = [n for n, s in MODELS.items() if not s.is_vit]
@@ -23,7 +24,7 @@ CNNS = [n for n, s in MODELS.items() if not s.is_vit]
 def _parity(name: str, sizes, tmp_path, wrap=False, level="P4"):
     ref = upstream_model(name)
     ckpt = tmp_path / f"{name}.pth"
-    save_official(ref, ckpt, wrap=wrap)
+    save_defm(ref.state_dict(), ckpt, wrap=wrap)
     ours = build_model(name, dense_level=level).eval()
     load_strict(ours, read_state_dict(ckpt), get_spec(name), str(ckpt))
     for h, w in sizes:
@@ -94,7 +95,7 @@ def test_code_carrying_pickle_is_refused(tmp_path, capsys):
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     good = tmp_path / "good.pth"
-    torch.save(build_model("defm_efficientnet_b0").state_dict(), good)
+    write_checkpoint(good, "defm_efficientnet_b0", seed=None)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):

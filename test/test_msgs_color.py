@@ -11,16 +11,9 @@ from PIL import Image
 
 from defm_ros.msgs.color import ColorDecodeError, decode_color, encode_compressed
 
+from .helpers.messages import duck_image
+
 RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
-
-
-def image(pixels: np.ndarray, encoding: str, pad: int = 0, **override) -> types.SimpleNamespace:
-    rows = pixels.reshape(pixels.shape[0], -1)
-    rows = np.concatenate([rows, np.full((rows.shape[0], pad), 7, np.uint8)], axis=1)
-    fields = dict(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=False,
-                  step=rows.shape[1], data=rows.tobytes())
-    fields.update(override)
-    return types.SimpleNamespace(**fields)
 
 
 @pytest.mark.parametrize(("encoding", "pixels"), [
@@ -30,13 +23,13 @@ def image(pixels: np.ndarray, encoding: str, pad: int = 0, **override) -> types.
 ])
 @pytest.mark.parametrize("pad", [0, 3])
 def test_raw_encodings_give_rgb(encoding, pixels, pad):
-    got = decode_color(image(np.ascontiguousarray(pixels), encoding, pad))
+    got = decode_color(duck_image(np.ascontiguousarray(pixels), encoding, pad=pad))
     assert got.dtype == np.uint8 and got.shape == (6, 5, 3)
     np.testing.assert_array_equal(got, RGB)
 
 
 def test_rgb8_without_padding_is_a_view():
-    msg = image(RGB, "rgb8")
+    msg = duck_image(RGB, "rgb8")
     assert np.shares_memory(decode_color(msg), np.frombuffer(msg.data, np.uint8))
 
 
@@ -68,13 +61,13 @@ def _png16() -> bytes:
 
 
 @pytest.mark.parametrize(("msg", "says"), [
-    (image(RGB, "16UC1"), "that is depth: run a DeFM model"),
-    (image(RGB, "mono8"), "unsupported colour encoding 'mono8'"),
-    (image(RGB, ""), "unsupported colour encoding"),
-    (image(RGB, "rgb8", step=5 * 3 - 1), "shorter than a rgb8 row"),
-    (image(RGB, "rgb8", data=b"\0" * 10), "data has 10 bytes"),
-    (image(RGB, "rgb8", height=0, data=b""), "zero-size"),
-    (image(RGB, "rgb8", height=20000, width=20000, step=60000, data=b""), "implausible image size"),
+    (duck_image(RGB, "16UC1"), "that is depth: run a DeFM model"),
+    (duck_image(RGB, "mono8"), "unsupported colour encoding 'mono8'"),
+    (duck_image(RGB, ""), "unsupported colour encoding"),
+    (duck_image(RGB, "rgb8", step=5 * 3 - 1), "shorter than a rgb8 row"),
+    (duck_image(RGB, "rgb8", data=b"\0" * 10), "data has 10 bytes"),
+    (duck_image(RGB, "rgb8", height=0, data=b""), "zero-size"),
+    (duck_image(RGB, "rgb8", height=20000, width=20000, step=60000, data=b""), "implausible image size"),
     (types.SimpleNamespace(format="16UC1; compressedDepth png", data=b"x"), "compressedDepth (depth)"),
     (types.SimpleNamespace(format="tiff", data=b"x"), "expected jpeg or png"),
     (types.SimpleNamespace(format="jpeg", data=b""), "holds no data"),

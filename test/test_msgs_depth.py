@@ -12,15 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from defm_ros.msgs.depth import DepthDecodeError, decode_depth, encode_compressed
 
-
-def image_msg(arr: np.ndarray, encoding: str, bigendian: bool = False, pad: int = 0) -> Image:
-    a = arr.astype(arr.dtype.newbyteorder(">" if bigendian else "<"))
-    rows = a.reshape(a.shape[0], -1).view(np.uint8)
-    if pad:
-        rows = np.concatenate([rows, np.full((rows.shape[0], pad), 0xAB, np.uint8)], axis=1)
-    return Image(height=arr.shape[0], width=arr.shape[1], encoding=encoding, is_bigendian=bigendian,
-                 step=rows.shape[1], data=rows.tobytes())
-
+from .helpers.messages import image
 
 MM = np.array([[0, 1000, 2500], [65535, 7, 400]], np.uint16)
 M = np.array([[1.5, np.nan, np.inf], [-np.inf, 0.25, 80.0]], np.float32)
@@ -30,26 +22,26 @@ M = np.array([[1.5, np.nan, np.inf], [-np.inf, 0.25, 80.0]], np.float32)
 @pytest.mark.parametrize("bigendian", [False, True])
 @pytest.mark.parametrize("pad", [0, 6])
 def test_16bit_millimetres(encoding, bigendian, pad):
-    out = decode_depth(image_msg(MM, encoding, bigendian, pad))
+    out = decode_depth(image(MM, encoding, bigendian, pad))
     assert out.dtype == np.float32 and out.flags.c_contiguous
     np.testing.assert_allclose(out, MM.astype(np.float32) / 1000, rtol=1e-6)
 
 
 def test_depth_scale_parameter():
-    out = decode_depth(image_msg(MM, "16UC1"), depth_scale=0.0001)
+    out = decode_depth(image(MM, "16UC1"), depth_scale=0.0001)
     np.testing.assert_allclose(out, MM.astype(np.float32) * 1e-4, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bigendian", [False, True])
 @pytest.mark.parametrize("pad", [0, 4])
 def test_32fc1_metres_keep_nan_and_inf(bigendian, pad):
-    out = decode_depth(image_msg(M, "32FC1", bigendian, pad))
+    out = decode_depth(image(M, "32FC1", bigendian, pad))
     np.testing.assert_array_equal(out, M)
 
 
 def test_real_realsense_frame(shared_data):
     raw = np.asarray(PILImage.open(shared_data / "rgbd_examples" / "0" / "raw_depth.png"))
-    out = decode_depth(image_msg(raw, "16UC1"))
+    out = decode_depth(image(raw, "16UC1"))
     assert out.shape == (480, 640)
     np.testing.assert_allclose(out, raw / 1000.0, rtol=1e-6)
 

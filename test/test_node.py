@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import start_camera, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.rosgraph import start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -24,13 +25,7 @@ BASE = {"model": "defm_efficientnet_b0", "weights": "random", "input_size": [224
 
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "compressed"])
 def test_features_carry_headers_and_equal_encode(probe, encoding, tmp_path, shared_data):
-    import torch
-
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    ckpt = tmp_path / "w.pth"
-    torch.save(build_model(BASE["model"]).state_dict(), ckpt)
+    ckpt = write_checkpoint(tmp_path / "w.pth", BASE["model"])
     transport = "compressedDepth" if encoding == "compressed" else "raw"
     node = start_node({**BASE, "weights": str(ckpt), "transport": transport}, {"~/depth": "/cam/depth"})
     dense = probe.listen(Image, "/defm_node/features/dense")
@@ -124,17 +119,12 @@ def test_parameters_answer_during_inference_and_bad_values_are_refused(probe, sh
 
 def test_onnxruntime_backend_from_an_exported_file(probe, tmp_path, shared_data):
     """The node runs an exported ONNX file alone; its info names the providers actually used."""
-    import torch
-
     from defm_ros import Encoder
-    from defm_ros.models import build_model
     from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 
-    torch.manual_seed(0)
-    ckpt = tmp_path / "b0.pth"
-    torch.save(build_model(BASE["model"]).state_dict(), ckpt)
+    ckpt = write_checkpoint(tmp_path / "b0.pth", BASE["model"])
     onnx = tmp_path / "b0.onnx"
     Encoder(BASE["model"], weights=ckpt, lazy=True).export_onnx(onnx, camera_size=(480, 640))
     node = start_node({**BASE, "backend": "onnxruntime", "weights": str(onnx)}, {"~/depth": "/ort/depth"})

@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from .rosgraph import diag_values, start_camera, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.messages import image
+from .helpers.rosgraph import diag_values, start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -27,14 +28,7 @@ MODEL = "theia_tiny"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """Seeded weights in Theia's published layout, so that the node and this process hold one model."""
-    from safetensors.torch import save_file
-
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("theia") / "model.safetensors"
-    save_file({f"backbone.model.{k}": v.contiguous() for k, v in build_model(MODEL).state_dict().items()}, str(path))
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("theia") / "model.safetensors", MODEL)
 
 
 @pytest.mark.parametrize(("encoding", "transport", "topic"), [
@@ -87,7 +81,7 @@ def test_malformed_colour_frames_are_rejected_and_counted(probe, ckpt, transport
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     if transport == "raw":
-        good = Image(height=48, width=64, encoding="rgb8", step=192, data=rgb.tobytes())
+        good = image(rgb, "rgb8")
         bad = [Image(height=48, width=64, encoding="16UC1", step=128, data=bytes(48 * 128)),  # depth on a colour topic
                Image(height=48, width=64, encoding="mono8", step=64, data=bytes(48 * 64)),
                Image(height=48, width=64, encoding="rgb8", step=192, data=rgb.tobytes()[:-1]),

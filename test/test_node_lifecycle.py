@@ -15,7 +15,8 @@ import time
 import pytest
 import torch
 
-from .rosgraph import start_camera, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.rosgraph import start_camera, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -68,12 +69,7 @@ def _status(diags, name: str):
 
 @pytest.fixture
 def ckpt(tmp_path):
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path / "b0.pth"
-    torch.save(build_model(MODEL).state_dict(), path)
-    return path
+    return write_checkpoint(tmp_path / "b0.pth", MODEL)
 
 
 def test_transitions_over_the_lifecycle_services(probe, ckpt, tmp_path, shared_data):

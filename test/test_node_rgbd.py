@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image as PILImage
 
-from .lingbot_config import write_checkpoint
-from .rosgraph import diag_values, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.messages import camera_info, image
+from .helpers.rosgraph import diag_values, start_node, stop
+from .helpers.scenes import scene
 
 pytestmark = pytest.mark.ros
 
@@ -29,26 +29,12 @@ MODEL, SIZE, TOKENS = "defm_efficientnet_b0", [64, 64], 300
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from defm_ros.models import build_model
-
     root = tmp_path_factory.mktemp("rgbd")
-    torch.manual_seed(0)
-    torch.save(build_model(MODEL).state_dict(), root / "b0.pth")
-    return root / "b0.pth", write_checkpoint(root / "model.pt")
-
-
-def _scene(shared_data, s: str):
-    folder = shared_data / "rgbd_examples" / s
-    rgb = np.array(PILImage.open(next(folder.glob("rgb.*"))).convert("RGB"))
-    mm = np.asarray(PILImage.open(folder / "raw_depth.png")).astype(np.uint16)
-    return rgb, mm, np.loadtxt(folder / "intrinsics.txt").reshape(3, 3)
+    return write_checkpoint(root / "b0.pth", MODEL), write_checkpoint(root / "model.pt", "lingbot_depth_vitl14")
 
 
 def _msgs(rgb, mm, k, sec: int):
-    h, w = mm.shape
-    depth = Image(height=h, width=w, encoding="16UC1", step=w * 2, data=mm.astype("<u2").tobytes())
-    color = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
-    info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1], k=k.reshape(-1).tolist())
+    depth, color, info = image(mm), image(rgb, "rgb8"), camera_info(k, *rgb.shape[:2])
     for m in (depth, color, info):
         m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
     return depth, color, info
@@ -81,7 +67,7 @@ def test_refined_depth_feeds_defm_and_bad_pairs_are_counted(probe, weights, shar
     dense = probe.listen(Image, "/defm_node/features/dense")
     info = probe.listen(String, "/defm_node/features/info", latched=True)
     diags = probe.listen(DiagnosticArray, "/diagnostics")
-    rgb, mm, k = _scene(shared_data, "1")
+    rgb, mm, k = scene(shared_data, "1")
     try:
         assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 90), stop(node)[1]
         time.sleep(1.5)
@@ -131,7 +117,7 @@ def test_the_rgbd_encoder_as_the_nodes_model(probe, weights, shared_data):
     dense = probe.listen(Image, "/defm_node/features/dense")
     cls = probe.listen(Image, "/defm_node/features/cls")
     info = probe.listen(String, "/defm_node/features/info", latched=True)
-    rgb, mm, k = _scene(shared_data, "2")
+    rgb, mm, k = scene(shared_data, "2")
     try:
         assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 90), stop(node)[1]
         time.sleep(1.5)

@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from .rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
+from .helpers.checkpoints import write_checkpoint
+from .helpers.messages import image
+from .helpers.rosgraph import FIXTURES, NODE, ROOT, diag_values, start_camera, start_node, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -84,7 +86,7 @@ def test_best_effort_publisher_without_profile_still_connects(probe):
     diags = probe.listen(DiagnosticArray, "/diagnostics")
     pub = probe.node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     mm = np.full((48, 64), 1500, np.uint16)
-    frame = Image(height=48, width=64, encoding="16UC1", step=128, data=mm.tobytes())
+    frame = image(mm)
     try:
         assert probe.wait_for(lambda: pub.get_subscription_count() > 0, 60), "no subscription matched"
         for k in range(40):
@@ -150,17 +152,12 @@ def test_overload_drops_instead_of_queueing(probe, rclpy_kind, shared_data):
 
 
 def test_multi_camera_batched_per_camera_outputs(probe, tmp_path, shared_data):
-    import torch
-
     from defm_ros import Encoder
-    from defm_ros.models import build_model
     from defm_ros.msgs.depth import decode_depth
 
     from .fixtures.camera_publisher import frames
 
-    torch.manual_seed(0)
-    ckpt = tmp_path / "b0.pth"
-    torch.save(build_model("defm_efficientnet_b0").state_dict(), ckpt)
+    ckpt = write_checkpoint(tmp_path / "b0.pth", "defm_efficientnet_b0")
     cams = ["front", "rear", "left"]
     # The fixture cameras are not synchronised (5 Hz, random phase): a wide window lets them batch.
     node = start_node({**FAST, "weights": str(ckpt), "cameras": cams, "batch_window_ms": 150.0})

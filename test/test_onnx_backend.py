@@ -307,9 +307,9 @@ RGBD_SIZE = (140, 196)  # a 10 x 14 patch grid: LingBot's small config in a frac
 
 @pytest.fixture(scope="module")
 def rgbd_ckpt(tmp_path_factory):
-    from .lingbot_config import write_checkpoint
+    from .helpers.checkpoints import write_checkpoint
 
-    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt")
+    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt", "lingbot_rgbd_vitl14")
 
 
 def _rgbd_frames(batch: int = 2):

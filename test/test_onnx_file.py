@@ -24,6 +24,8 @@ from defm_ros.models.weights import file_sha256
 from defm_ros.preprocess.depth import DepthPreprocess, GraphNormalize, InputGeometry, normalize_depth
 from defm_ros.sample_data import sample_depth
 
+from .helpers.checkpoints import save_defm
+
 DEFM = FAMILIES["vit"].stats  # DeFM's mean and std
 
 CNNS = [name for name, spec in MODELS.items() if not spec.is_vit]
@@ -160,7 +162,7 @@ def test_export_from_checkpoint_file(tmp_path):
     torch.manual_seed(1)
     net = build_model("defm_resnet18")
     ckpt = tmp_path / "defm_resnet18.pth"
-    torch.save({"model": net.state_dict()}, ckpt)
+    save_defm(net.state_dict(), ckpt, wrap=True)
     enc = Encoder("defm_resnet18", weights=ckpt, lazy=True)  # no backend: export needs the CPU weights only
     side = enc.export_onnx(tmp_path / "r18.onnx", camera_size=CAMERA)
     assert side["weights"] == str(ckpt) and side["checkpoint_sha256"] == file_sha256(ckpt)

@@ -10,7 +10,7 @@ from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 from defm_ros.sample_data import depth_pngs, load_depth_png
 
-from .oracle import preprocess_depth_batch, preprocess_depth_dav2, preprocess_depth_image
+from .helpers.oracles import preprocess_depth_batch, preprocess_depth_dav2, preprocess_depth_image
 
 DEFM = FAMILIES["vit"].stats  # DeFM's mean and std
 

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from .rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
-from .test_extract import N, read_features, write_bag
+from .helpers.bags import N, read_features, write_bag, write_stereo_bag
+from .helpers.checkpoints import write_checkpoint
+from .helpers.rosgraph import FIXTURES, ROOT, diag_values, ros_env, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -29,23 +29,11 @@ SIZE = [224, 224]
 
 
 @pytest.fixture(scope="module")
-def bag(tmp_path_factory, shared_data):
+def bag(tmp_path_factory, depth_pngs):
     """The extraction tests' recording: /cam/depth (16UC1 640x480), /cam2 (compressedDepth), /zed (32FC1
     320x240, NaN holes), N frames each at 30 Hz, one wrong-size depth image and one undecodable message."""
-    from defm_ros.sample_data import load_depth_png
-
-    pngs = [load_depth_png(f).raw.astype(np.uint16) for f in sorted((shared_data / "rgbd_examples")
-                                                                       .glob("*/raw_depth.png"))]
     path = tmp_path_factory.mktemp("replay") / "run.mcap"
-    write_bag(path, "mcap", pngs)
-    return path
-
-
-def _checkpoint(model: str, path):
-    from defm_ros.models import build_model
-
-    torch.manual_seed(0)
-    torch.save(build_model(model).state_dict(), path)
+    write_bag(path, "mcap", depth_pngs)
     return path
 
 
@@ -86,7 +74,7 @@ def _accounted(status: dict, sent: int) -> None:
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "defm_vit_s14"])
 def test_replayed_features_are_bitwise_those_extract_writes(probe, bag, tmp_path, model):
-    ckpt = _checkpoint(model, tmp_path / "w.pth")
+    ckpt = write_checkpoint(tmp_path / "w.pth", model)
     ns = f"/replay_{model}"
     # torch's default threads on both sides: a thread count changes the kernels' summation order
     node = start_node({"model": model, "weights": str(ckpt), "input_size": SIZE, "use_sim_time": True},
@@ -121,37 +109,14 @@ CAMERAS = ("/left", "/right")
 
 
 @pytest.fixture(scope="module")
-def stereo_bag(tmp_path_factory, shared_data):
+def stereo_bag(tmp_path_factory, depth_pngs):
     """Two 640x480 16UC1 depth cameras, N frames each at 30 Hz, the right 2 ms after the left."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from defm_ros.sample_data import load_depth_png
-
-    pngs = [load_depth_png(f).raw.astype(np.uint16) for f in sorted((shared_data / "rgbd_examples")
-                                                                       .glob("*/raw_depth.png"))]
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    image, header, stamp = (ts.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                   "builtin_interfaces/msg/Time"))
-    path = tmp_path_factory.mktemp("stereo") / "run"
-    writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
-    writer.open()
-    conns = [writer.add_connection(f"{c}/depth", image.__msgtype__, typestore=ts) for c in CAMERAS]
-    for i in range(N):
-        for k, conn in enumerate(conns):
-            t = 1_700_000_000 * 10**9 + i * 33_333_333 + k * 2_000_000
-            raw = pngs[(i + k) % len(pngs)]
-            msg = image(header=header(stamp=stamp(sec=t // 10**9, nanosec=t % 10**9), frame_id=f"cam{k}"),
-                        height=480, width=640, encoding="16UC1", is_bigendian=0, step=1280,
-                        data=np.frombuffer(raw.tobytes(), np.uint8))
-            writer.write(conn, t, ts.serialize_cdr(msg, image.__msgtype__))
-    writer.close()
-    return path
+    return write_stereo_bag(tmp_path_factory.mktemp("stereo") / "run", depth_pngs, CAMERAS)
 
 
 def test_cameras_batched_by_the_node_match_extract_within_1e5(probe, stereo_bag, tmp_path):
     model = "defm_efficientnet_b0"
-    ckpt = _checkpoint(model, tmp_path / "w.pth")
+    ckpt = write_checkpoint(tmp_path / "w.pth", model)
     ns = "/replay_stereo"
     node = start_node({"model": model, "weights": str(ckpt), "input_size": SIZE, "use_sim_time": True,
                        "cameras": list(CAMERAS), "camera_depth_topic": "depth", "batch_window_ms": 100.0},

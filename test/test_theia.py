@@ -8,12 +8,13 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers (the Theia test oracle) is not installed")
-from safetensors.torch import save_file  # noqa: E402
 from transformers import ViTConfig, ViTModel  # noqa: E402
 
 from defm_ros import Encoder  # noqa: E402
 from defm_ros.models import build_model, get_spec  # noqa: E402
 from defm_ros.models.weights import CheckpointError, load_strict, read_state_dict  # noqa: E402
+
+from .helpers.checkpoints import save_theia, write_checkpoint  # noqa: E402
 
 TOL = 1e-5
 SIZES = {"theia_tiny": (192, 3), "theia_small": (384, 6), "theia_base": (768, 12)}
@@ -63,12 +64,12 @@ def published_names(sd: dict) -> dict:
 
 def official_checkpoint(model: ViTModel, path, heads: bool = True) -> None:
     """The published layout: the backbone under backbone.model., the training-time translator heads beside."""
-    sd = {f"backbone.model.{k}": v.contiguous() for k, v in published_names(model.state_dict()).items()}
+    extra = {}
     if heads:
         for t in TEACHERS:
-            sd[f"translator.translator_heads.{t}.linear.weight"] = torch.randn(8, model.config.hidden_size)
-            sd[f"translator.translator_heads.{t}.linear.bias"] = torch.randn(8)
-    save_file(sd, str(path))
+            extra[f"translator.translator_heads.{t}.linear.weight"] = torch.randn(8, model.config.hidden_size)
+            extra[f"translator.translator_heads.{t}.linear.bias"] = torch.randn(8)
+    save_theia(published_names(model.state_dict()), path, extra)
 
 
 def _ours(name: str, ckpt) -> torch.nn.Module:
@@ -139,10 +140,10 @@ def test_a_checkpoint_of_another_variant_is_named(tmp_path):
 
 def test_missing_and_stray_keys_are_named_as_the_file_names_them(tmp_path):
     ref = oracle("theia_tiny")
-    sd = {f"backbone.model.{k}": v.contiguous() for k, v in published_names(ref.state_dict()).items()}
-    del sd["backbone.model.encoder.layer.11.output.dense.weight"]
-    sd["head.classifier.weight"] = torch.zeros(3)  # neither backbone nor a known training-time head
-    save_file(sd, str(tmp_path / "model.safetensors"))
+    backbone = published_names(ref.state_dict())
+    del backbone["encoder.layer.11.output.dense.weight"]
+    stray = {"head.classifier.weight": torch.zeros(3)}  # neither backbone nor a known training-time head
+    save_theia(backbone, tmp_path / "model.safetensors", stray)
     with pytest.raises(CheckpointError, match=r"1 missing keys: backbone\.model\.encoder\.layer\.11\.output\.dense"
                                               r"\.weight; 1 unexpected keys: head\.classifier\.weight"):
         Encoder("theia_tiny", weights=tmp_path / "model.safetensors")
@@ -156,7 +157,7 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         Encoder("theia_tiny", weights=bad)
     defm = tmp_path / "defm_resnet18.pth"
-    torch.save(build_model("defm_resnet18").state_dict(), defm)
+    write_checkpoint(defm, "defm_resnet18", seed=None)
     with pytest.raises(CheckpointError, match="It looks like a defm_resnet18 checkpoint"):
         Encoder("theia_tiny", weights=defm)
 

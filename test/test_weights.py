@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from defm_ros.models import build_model, get_spec
+from defm_ros.models import get_spec
 from defm_ros.models.weights import CheckpointError, resolve_weights
+
+from .helpers.checkpoints import write_checkpoint
 
 MODEL = "defm_efficientnet_b0"
 RESOLVE = ("import sys; from defm_ros import Encoder; from defm_ros.models import get_spec; "
@@ -62,9 +63,7 @@ class Hub(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mirror(tmp_path):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "official.pth"
-    torch.save(build_model(MODEL).state_dict(), ckpt)  # the published files are plain state dicts
+    ckpt = write_checkpoint(tmp_path / "official.pth", MODEL)  # the published files are plain state dicts
     spec = get_spec(MODEL)
     Hub.files = {f"/{spec.hub_repo}/resolve/main/{spec.hub_file}": ckpt.read_bytes()}
     Hub.requests = []

@@ -1,13 +1,19 @@
-"""The upstream `defm` package as a test oracle: its models built offline with random weights."""
+"""The upstream code the tests compare with, built offline with random weights: the `defm` package, and
+LingBot-Depth's model code (../shared/oracles/lingbot_depth, package `mdm`)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 
 import pytest
 import torch
+
+from defm_ros.sample_data import data_root
+
+from .checkpoints import SMALL
 
 try:  # defm 1.1.0 needs Python >= 3.11: without it only the parity tests skip, not their modules
     with warnings.catch_warnings():
@@ -79,7 +85,21 @@ def upstream_forward(model: torch.nn.Module, x: torch.Tensor, level: str = "P4")
         return out["global_backbone"], out["dense_bifpn"][level]
 
 
-def save_official(model: torch.nn.Module, path, wrap: bool = False) -> None:
-    """Save a state dict the way the published <name>.pth files are saved."""
-    sd = model.state_dict()
-    torch.save({"model": sd} if wrap else sd, path)
+LINGBOT_ORACLE = data_root().parent / "oracles" / "lingbot_depth" if data_root() else None
+
+
+def lingbot_oracle(config: dict = SMALL, seed: int = 0) -> torch.nn.Module:
+    """Upstream's MDMModel, every parameter perturbed so that norms and layer scales are not at their init.
+    Its code is imported on first use, so that only the tests that compare with it skip where it is absent."""
+    if LINGBOT_ORACLE is None or not (LINGBOT_ORACLE / "oracle.py").is_file():
+        pytest.skip("the LingBot-Depth oracle (../shared/oracles/lingbot_depth) is not here")
+    if str(LINGBOT_ORACLE) not in sys.path:
+        sys.path.insert(0, str(LINGBOT_ORACLE))
+    from oracle import MDMModel
+
+    torch.manual_seed(seed)
+    model = MDMModel(**config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model

@@ -16,9 +16,10 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NODE = ("-m", "defm_ros.node")  # how start_node runs the node; a test may run a fixture script instead
+CAMERA = ("-m", "test.fixtures.camera_publisher")  # a module, so that it finds the helpers it builds frames with
 
 
 def ros_env() -> dict:
@@ -50,7 +51,7 @@ def start_camera(topic: str, *args: str, extra_env: dict | None = None) -> subpr
                     "(set DEFM_ROS_DATA or keep ../shared/data beside the clone)")
     env = ros_env()
     env.update(extra_env or {})
-    return subprocess.Popen([sys.executable, str(FIXTURES / "camera_publisher.py"), topic, *args], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, *CAMERA, topic, *args], cwd=ROOT, env=env)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> tuple[int, str]:

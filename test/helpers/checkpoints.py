@@ -1,0 +1,68 @@
+"""Checkpoints in the layouts their publishers ship, with seeded weights: the tests' stand-ins for the real files.
+
+SMALL is a LingBot-Depth config that runs in seconds on a CPU (the oracle README's): a dinov2_vits14 RGB-D
+encoder whose dim_out equals the ViT width, neck and heads of [128, 64, 32, 32, 32] with conv_transpose
+resamplers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HEAD = {"dim_in": [128, 64, 32, 32, 32], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 4 + [1],
+        "resamplers": ["conv_transpose"] * 4}
+SMALL = {
+    "encoder": {"backbone": "dinov2_vits14", "intermediate_layers": 4, "dim_out": 384,
+                "img_depth_fuse_mode": "cat_token", "depth_emb_mode": "conv_1c"},
+    "neck": {"dim_in": [386, 2, 2, 2, 2], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 5,
+             "resamplers": ["conv_transpose"] * 4},
+    "depth_head": HEAD,
+    "mask_head": HEAD,
+}
+
+
+def save_defm(state_dict: dict, path: Path, wrap: bool = False) -> Path:
+    """DeFM's published <name>.pth: a plain state dict (`wrap`: under "model", as training scripts save it)."""
+    import torch
+
+    torch.save({"model": state_dict} if wrap else state_dict, path)
+    return path
+
+
+def save_theia(backbone: dict, path: Path, extra: dict | None = None) -> Path:
+    """Theia's published model.safetensors: the backbone (transformers-4 parameter names) under backbone.model.,
+    and `extra` keys as they are (the training-time translator heads, or a stray key)."""
+    from safetensors.torch import save_file
+
+    sd = {f"backbone.model.{k}": v.contiguous() for k, v in backbone.items()}
+    save_file({**sd, **(extra or {})}, str(path))
+    return path
+
+
+def save_lingbot(state_dict: dict, config: dict, path: Path) -> Path:
+    """LingBot-Depth's published model.pt layout: {"model_config": MDMModel kwargs, "model": state dict}."""
+    import torch
+
+    torch.save({"model_config": config, "model": state_dict}, path)
+    return path
+
+
+def write_checkpoint(path: Path, model: str, seed: int | None = 0, config: dict = SMALL) -> Path:
+    """`model`'s random weights after torch.manual_seed(seed) (None: the generator as it stands), in the file its
+    publisher ships, so that a test and the node it starts, given one seed, hold one model. LingBot: the whole
+    model of `config` (the refiners and the RGB-D encoder read the same model.pt), built by our own code (tests
+    comparing with upstream save the oracle's instead)."""
+    import torch
+
+    from defm_ros.models import MODELS, REFINERS, build_model, get_spec
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    family = get_spec(model, {**MODELS, **REFINERS}).family
+    if family == "lingbot":
+        from defm_ros.models.lingbot import build_lingbot
+
+        return save_lingbot(build_lingbot(config).state_dict(), config, path)
+    if family == "theia":
+        return save_theia(build_model(model).state_dict(), path)
+    return save_defm(build_model(model).state_dict(), path)
