@@ -172,3 +172,20 @@ def test_function_level_and_relative_imports_are_seen(tmp_path):
     modules = {"defm_ros.encoder", "defm_ros.node.node", "defm_ros.backends.graph", "defm_ros.backends"}
     found = imports_of(src, modules, root=tmp_path / "defm_ros")
     assert {"defm_ros.encoder", "defm_ros.backends.graph", "defm_ros.node.node", "os"} <= found
+
+
+ROOT_MODULES = 12  # the package root stays a handful of modules: the rest lives in folders, one job each
+LONGEST_FUNCTION = 60  # lines
+
+
+def test_the_root_holds_few_modules():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= ROOT_MODULES, root
+
+
+def test_no_function_is_longer_than_a_screen():
+    functions = [(f, n) for f in sorted(PACKAGE.rglob("*.py")) for n in ast.walk(ast.parse(f.read_text()))
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    long = [f"{f.relative_to(PACKAGE)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for f, n in functions if n.end_lineno - n.lineno + 1 > LONGEST_FUNCTION]
+    assert functions and long == []
