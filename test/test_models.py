@@ -175,7 +175,7 @@ def test_every_vit_family_model_has_the_position_embedding_hook():
     """Export freezes `position_embedding` into the graph (backends/graph.py); a CNN has none."""
     from defm_ros.models.lingbot import LingBotFeatures
 
-    from .lingbot_config import SMALL
+    from .helpers.checkpoints import SMALL
 
     for net, length in ((build_model("defm_vit_s14"), 16), (build_model("theia_tiny"), 16),
                         (LingBotFeatures(SMALL), 15)):  # LingBot's is the patches' alone
