@@ -107,6 +107,8 @@ def test_numpy_torch_single_and_batched_inputs_agree():
     ({"device": "gpu"}, "cpu, cuda or cuda:N"),
     ({"input_size": (10, 224)}, "14 <= H, W <= 4096"),
     ({"weights": "model.onnx"}, "run it with backend onnxruntime"),
+    ({"trt": True}, r"backend torch takes the options \['channels_last'"),  # an onnxruntime option, on torch
+    ({"backend": "onnxruntime", "chanels_last": True}, r"takes the options .*, got \['chanels_last'\]"),
 ])
 def test_bad_options_are_refused_before_anything_loads(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -178,3 +180,35 @@ def test_an_rgbd_pair_of_tensors_is_packed_where_it_lies(tmp_path, monkeypatch):
         pack(torch.from_numpy(rgb), torch.from_numpy(depth[:, ::2]))
     with pytest.raises(ValueError, match="uint8 RGB"):
         pack(torch.from_numpy(rgb).float(), torch.from_numpy(depth))
+
+
+def test_an_rgbd_checkpoint_brings_its_own_image_mean_and_std(tmp_path):
+    """LingBot's model.pt holds the image mean and std it was trained with: the Encoder's preprocessing, its
+    stream description and an exported file take them from there (the family's ImageNet pair is the default)."""
+    from defm_ros.models.registry import FAMILIES
+    from defm_ros.preprocess.rgbd import pack
+
+    from .helpers.checkpoints import save_lingbot, write_checkpoint
+
+    plain = write_checkpoint(tmp_path / "plain.pt", "lingbot_rgbd_vitl14")
+    ckpt = torch.load(plain, weights_only=True)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    ckpt["model"]["encoder.image_mean"] = torch.tensor(mean).view(1, 3, 1, 1)
+    ckpt["model"]["encoder.image_std"] = torch.tensor(std).view(1, 3, 1, 1)
+    own = save_lingbot(ckpt["model"], ckpt["model_config"], tmp_path / "own.pt")
+    a, b = (Encoder("lingbot_rgbd_vitl14", weights=p, input_size=(56, 70)) for p in (plain, own))
+    assert a.info["normalization"]["mean"] == list(FAMILIES["lingbot"].mean)
+    assert np.allclose(b.info["normalization"]["mean"], mean) and np.allclose(b.info["normalization"]["std"], std)
+    rng = np.random.default_rng(1)
+    frame = pack(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), _depth()[0])
+    x = torch.from_numpy(frame)[None]
+    want = (x[..., :3].permute(0, 3, 1, 2) / 255.0 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1)
+    got = b.preprocess(frame)[:, :3]
+    assert torch.allclose(got, torch.nn.functional.interpolate(want, got.shape[-2:], mode="bilinear",
+                                                                 align_corners=False, antialias=True), atol=1e-5)
+    assert not torch.equal(a.encode(frame).cls, b.encode(frame).cls)
+    side = b.export_onnx(tmp_path / "own.onnx", check=False)
+    assert np.allclose(side["normalization"]["mean"], mean)
+    assert np.allclose(Encoder("lingbot_rgbd_vitl14", weights=tmp_path / "own.onnx",
+                               backend="onnxruntime").info["normalization"]["std"], std)

@@ -318,6 +318,12 @@ ASSUMED_VITL_CONFIG: dict[str, Any] = {
 }
 
 
+def _shortest(t: torch.Tensor) -> list[float]:
+    """A float32 buffer's values as their shortest decimals (0.485, not 0.48500001430511475): the same
+    float32 numbers, described as the checkpoint's authors wrote them."""
+    return [float(str(v)) for v in t.flatten().float().numpy()]
+
+
 class LingBotFeatures(nn.Module):
     """The RGB-D encoder alone, as a feature model: prepared input (B, 4, h, w) -> (cls (B, C), dense
     (B, dim_out, h/14, w/14)), upstream's infer_feat. `fixed`: the padded, exportable attention."""
@@ -339,8 +345,8 @@ class LingBotFeatures(nn.Module):
         enc = self.encoder
         return {"cls_channels": enc.backbone.cls_token.shape[-1],
                 "dense_channels": enc.output_projections[0].out_channels,
-                "normalization": {"remap_depth_in": self.remap_depth_in, "mean": enc.image_mean.flatten().tolist(),
-                                  "std": enc.image_std.flatten().tolist()}}
+                "normalization": {"remap_depth_in": self.remap_depth_in, "mean": _shortest(enc.image_mean),
+                                  "std": _shortest(enc.image_std)}}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self.position_embedding(x.shape[-2] // PATCH, x.shape[-1] // PATCH, x.dtype)
