@@ -20,22 +20,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from defm_ros.models.lingbot import ASSUMED_VITL_CONFIG, build_lingbot  # noqa: E402
+from defm_ros.models.lingbot import ASSUMED_VITL_CONFIG, SMALL_CONFIG, build_lingbot  # noqa: E402
 from defm_ros.refiner import Refiner  # noqa: E402
 from defm_ros.sample_data import sample_color, sample_depth  # noqa: E402
-
-# The small config the tests run LingBot at (the oracle README's): a dinov2_vits14 RGB-D encoder whose dim_out
-# is the ViT width, neck and heads of [128, 64, 32, 32, 32]. Written out here: a bench does not import tests.
-HEAD = {"dim_in": [128, 64, 32, 32, 32], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 4 + [1],
-        "resamplers": ["conv_transpose"] * 4}
-SMALL = {
-    "encoder": {"backbone": "dinov2_vits14", "intermediate_layers": 4, "dim_out": 384,
-                "img_depth_fuse_mode": "cat_token", "depth_emb_mode": "conv_1c"},
-    "neck": {"dim_in": [386, 2, 2, 2, 2], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 5,
-             "resamplers": ["conv_transpose"] * 4},
-    "depth_head": HEAD,
-    "mask_head": HEAD,
-}
 
 
 def peak_rss_mib() -> float:
@@ -78,7 +65,7 @@ def main() -> int:
     rgb, depth = sample_color((480, 640), 2)[0][1], sample_depth((480, 640), 2)[0][1]
     print(f"bench_refiner: 640x480 scene, {args.tokens} tokens, {args.device}, {args.precision}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
-    configs = {"small": SMALL, "vitl": ASSUMED_VITL_CONFIG}
+    configs = {"small": SMALL_CONFIG, "vitl": ASSUMED_VITL_CONFIG}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:

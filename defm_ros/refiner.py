@@ -136,8 +136,8 @@ class Refiner:
         return out.squeeze() if single else out
 
     def refine_packed(self, rgbd: np.ndarray | torch.Tensor) -> Refined:
-        """A packed RGB-D batch (preprocess.rgbd.pack, (B, H, W, 4)) -> Refined, on this device: the step in
-        front of a depth encoder (node and extraction), which takes `.depth` where it lies."""
+        """A packed RGB-D batch (preprocess.rgbd.pack, (B, H, W, 4)) -> Refined, on this device
+        (refine_for_encoder is the step the node and extraction take with it)."""
         rgb = rgbd[..., :3]
         return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3])
 

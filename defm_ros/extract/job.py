@@ -68,7 +68,7 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     (a KeyboardInterrupt) on Ctrl-C after closing the outputs, BagReadError for an unreadable bag.
 
     `encoder`: an Encoder to reuse (a worker that processes many bags); otherwise one is built from
-    `encoder_options` (model, weights, backend, device, input_size, precision, dense_level).
+    `encoder_options` (the Encoder's parameters: model, weights, backend, device, input_size, ...).
     `resume`: keep what the outputs already hold and add only the missing frames.
     `limit`: stop after this many newly written frames (partial output; resume continues).
     `on_batch`: called after each batch is written (progress hooks; may raise KeyboardInterrupt).

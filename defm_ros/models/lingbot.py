@@ -304,7 +304,6 @@ def build_lingbot(config: dict[str, Any]) -> LingBotDepth:
         raise ValueError(f"the checkpoint's model_config does not describe a LingBot-Depth model: {exc}") from exc
 
 
-
 # An assumed ViT-L configuration, for random weights only (smoke runs): real checkpoints bring their own.
 ASSUMED_VITL_CONFIG: dict[str, Any] = {
     "encoder": {"backbone": "dinov2_vitl14", "intermediate_layers": 4, "dim_out": 1024,
@@ -315,6 +314,19 @@ ASSUMED_VITL_CONFIG: dict[str, Any] = {
                    "dim_out": [None] * 4 + [1], "resamplers": "conv_transpose"},
     "mask_head": {"dim_in": [256, 128, 64, 32, 32], "dim_res_blocks": [256, 128, 64, 32, 32],
                   "dim_out": [None] * 4 + [1], "resamplers": "conv_transpose"},
+}
+
+_SMALL_HEAD = {"dim_in": [128, 64, 32, 32, 32], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 4 + [1],
+               "resamplers": ["conv_transpose"] * 4}
+# A LingBot-Depth that runs in seconds on a CPU (the upstream oracle README's): a dinov2_vits14 RGB-D encoder whose
+# dim_out is the ViT width, neck and heads of [128, 64, 32, 32, 32]. For smoke runs: the tests and the refiner bench.
+SMALL_CONFIG: dict[str, Any] = {
+    "encoder": {"backbone": "dinov2_vits14", "intermediate_layers": 4, "dim_out": 384,
+                "img_depth_fuse_mode": "cat_token", "depth_emb_mode": "conv_1c"},
+    "neck": {"dim_in": [386, 2, 2, 2, 2], "dim_res_blocks": [128, 64, 32, 32, 32], "dim_out": [None] * 5,
+             "resamplers": ["conv_transpose"] * 4},
+    "depth_head": _SMALL_HEAD,
+    "mask_head": _SMALL_HEAD,
 }
 
 
