@@ -54,16 +54,22 @@ def test_usage_errors_are_one_line_with_exit_2(argv, says, capsys):
     assert err.count("\n") == 1 and err.startswith("defm-ros") and "--help" in err and "Traceback" not in err
 
 
-def test_info_lists_the_zoo_with_licences(capsys):
+def test_info_lists_every_model_with_its_licence_and_hub_id(capsys):
+    from defm_ros.models import MODELS, REFINERS
+
     assert main(["info"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert sum(line.startswith("defm_") for line in lines) == 12
-    theia = [line for line in lines if line.startswith("theia_")]
-    assert len(theia) == 3
-    assert all("color" in line and "non-commercial research only" in line for line in theia)
-    assert all("Apache-2.0" in line for line in lines if line.startswith("defm_"))
-    refiners = [line for line in lines if line.startswith("lingbot_depth")]
-    assert len(refiners) == 2 and all("robbyant/lingbot-depth" in line for line in refiners)
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for spec in [*MODELS.values(), *REFINERS.values()]:
+        row = rows[spec.name]
+        assert spec.license.split(" (")[0] in row and f" {spec.hub_repo} " in row, row
+    assert sum(name.startswith("defm_") for name in rows) == 12
+    assert all("Apache-2.0" in rows[n] and "leggedrobotics/defm" in rows[n] for n in rows if n.startswith("defm_"))
+    theia = [row for name, row in rows.items() if name.startswith("theia_")]
+    assert len(theia) == 6 and all("color" in row and "non-commercial research only" in row for row in theia)
+    for size in ("tiny", "small", "base"):
+        assert f"theaiinstitute/theia-{size}-patch16-224-cdiv" in rows[f"theia_{size}"]
+        assert f"theaiinstitute/theia-{size}-patch16-224-cddsv" in rows[f"theia_{size}_cddsv"]
+    assert "robbyant/lingbot-depth-postrain-dc-vitl14" in rows["lingbot_depth_dc_vitl14"]
 
 
 def test_info_json_and_unknown_model(capsys):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ..models import MODELS, REFINERS
+from ..models import MODELS, REFINERS, ModelSpec
 from ..models.weights import models_dir
 from .common import CliError, size_type
 
@@ -19,19 +20,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=size_type, default=None, help="input size N or HxW (default: the model's)")
 
 
+def _where(spec: ModelSpec, folder: Path) -> str:
+    """The columns every table ends with: licence, Hub repo (the file's name in it: models.registry), whether the
+    checkpoint is in the models/ folder."""
+    have = "yes" if (folder / spec.local_file).is_file() else "-"
+    return f"{spec.license.split(' (')[0]:<29} {spec.hub_repo:<45} {have}"
+
+
+def print_zoo() -> None:
+    """Every model and refiner, with its licence and Hub id."""
+    folder, tail = models_dir(), f"{'licence':<29} {'Hub repo':<45} checkpoint"
+    print(f"{'model':<22} {'family':<13} {'input':<6} {'params':>7}  {'cls':>5}  {'dense':>5}  {tail} in {folder}")
+    for s in MODELS.values():
+        print(f"{s.name:<22} {s.family:<13} {s.modality:<6} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  "
+              f"{_where(s, folder)}")
+    print(f"\n{'refiner (refine:=lingbot)':<27} {'params':>7}  {tail}")
+    for s in REFINERS.values():
+        print(f"{s.name:<27} {s.params_m:>6.1f}M  {_where(s, folder)}")
+
+
 def main(args: argparse.Namespace) -> int:
     if args.target is None:
-        folder = models_dir()
-        print(f"{'model':<22} {'family':<13} {'input':<6} {'params':>7}  {'cls':>5}  {'dense':>5}  {'licence':<29} "
-              f"checkpoint in {folder}")
-        for s in MODELS.values():
-            have = "yes" if (folder / s.local_file).is_file() else "-"
-            print(f"{s.name:<22} {s.family:<13} {s.modality:<6} {s.params_m:>6.1f}M  {s.cls_dim:>5}  {s.dense_dim:>5}  "
-                  f"{s.license.split(' (')[0]:<29} {have}")
-        print(f"\n{'refiner (refine:=lingbot)':<27} {'params':>7}  {'licence':<29} {'Hub repo':<42} checkpoint")
-        for s in REFINERS.values():
-            have = "yes" if (folder / s.local_file).is_file() else "-"
-            print(f"{s.name:<27} {s.params_m:>6.1f}M  {s.license.split(' (')[0]:<29} {s.hub_repo:<42} {have}")
+        print_zoo()
         return 0
     if args.target.endswith(".onnx"):
         from ..backends.onnx_file import read_sidecar

@@ -15,6 +15,17 @@ from ..config import DEFAULT_DENSE_LEVEL, DEFAULT_INPUT_SIZE, DENSE_LEVELS, chec
 Modality = Literal["depth", "color", "rgbd"]
 DEFM_REPO = "leggedrobotics/defm"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# transformers 5 renamed ViTModel's parameters (its conversion_mapping.py, "ViTModel"); Theia's published files
+# hold transformers 4's names, which the backbone keeps. One rule per block, (our name, the newer name), first match.
+TRANSFORMERS5_VIT = (
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"layers.\1.attention.q_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"layers.\1.attention.k_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"layers.\1.attention.v_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attention.o_proj."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.mlp.fc2."),
+    (r"^encoder\.layer\.(\d+)\.", r"layers.\1."),
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,10 @@ class Family:
     default_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     config_in_checkpoint: bool = False
     unexpected_keys_hint: str = ""  # said when a checkpoint has keys the model lacks
+    # (pattern on our parameter name, its name in a newer layout) for re.sub, first match wins: files saved in
+    # either layout load (models/weights.py maps the newer names onto ours)
+    newer_names: tuple[tuple[str, str], ...] = ()
+    newer_layout: str = ""  # what the newer layout is, as errors and logs name it
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -51,7 +66,8 @@ FAMILIES: dict[str, Family] = {
     # Theia's image processor (facebook/deit-*): mean = std = 0.5, not ImageNet's
     "theia": Family("theia", "color", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), patch=16, hub_file="model.safetensors",
                     license="non-commercial research only (Theia's code and weights, The AI Institute's licence: "
-                            "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)"),
+                            "https://huggingface.co/theaiinstitute/theia-base-patch16-224-cdiv)",
+                    newer_names=TRANSFORMERS5_VIT, newer_layout="transformers 5's ViTModel names"),
     # LingBot's default input: its 1200-token grid at 4:3 (30 x 40 patches), what upstream picks for 640x480
     "lingbot": Family("lingbot", "rgbd", *IMAGENET, patch=14, hub_file="model.pt", default_size=(420, 560),
                       license="Apache-2.0 (LingBot-Depth, Robbyant)", config_in_checkpoint=True,
@@ -67,7 +83,7 @@ class ModelSpec:
     `align` is what the input size must be a multiple of (ViTs: cropped down to the patch size, CNNs:
     padded up to 32). Checkpoints: `hub_file` in the Hub repo `hub_repo`, or `local_file` below the
     package's models/ folder; their parameters sit under `checkpoint_prefix`, and keys under
-    `skipped_prefixes` (training-time heads) are accounted for by name and left out.
+    `skipped_prefixes` (training-time heads) are accounted for by name and left out, grouped by prefix.
     """
 
     name: str
@@ -82,7 +98,7 @@ class ModelSpec:
     hub_repo: str = DEFM_REPO
     checkpoint_prefix: str = ""
     skipped_prefixes: tuple[str, ...] = ()
-    skip_group_levels: int = 1  # how skipped keys are grouped in the report (name levels)
+    skipped_together: bool = False  # a file holds the keys of every skipped prefix, or of none
 
     @property
     def fam(self) -> Family:
@@ -132,10 +148,20 @@ class ModelSpec:
         return f"{self.name}/{self.hub_file}" if self.fam.hub_file else self.hub_file
 
 
-def _theia(size: str, dim: int, heads: int, params_m: float) -> ModelSpec:
-    return ModelSpec(f"theia_{size}", "theia", f"deit_{size}", dim, dim, params_m, depth=12, num_heads=heads,
-                     hub_repo=f"theaiinstitute/theia-{size}-patch16-224-cdiv", checkpoint_prefix="backbone.model.",
-                     skipped_prefixes=("translator.",), skip_group_levels=3)
+# The teachers each Theia release was distilled from (Theia's configs/training/target_models/<tag>.yaml), in the
+# names its translator heads carry: translator.translator_heads.<teacher>.*
+_CDIV = ("google/vit-huge-patch14-224-in21k", "facebook/dinov2-large", "openai/clip-vit-large-patch14")
+THEIA_TEACHERS = {"cdiv": _CDIV, "cddsv": _CDIV + ("facebook/sam-vit-huge", "LiheYoung/depth-anything-large-hf")}
+
+
+def _theia(size: str, dim: int, heads: int, params_m: float, tag: str) -> ModelSpec:
+    """`tag`: the teachers (cdiv: CLIP, DINOv2, ViT, the paper's models, named theia_<size>; cddsv: all five,
+    theia_<size>_cddsv). The training-time translator heads are left out by teacher, and a file holds all of
+    its release's heads or none (a backbone alone)."""
+    heads_ = tuple(f"translator.translator_heads.{t}." for t in THEIA_TEACHERS[tag])
+    return ModelSpec(f"theia_{size}" + ("" if tag == "cdiv" else f"_{tag}"), "theia", f"deit_{size}", dim, dim,
+                     params_m, depth=12, num_heads=heads, hub_repo=f"theaiinstitute/theia-{size}-patch16-224-{tag}",
+                     checkpoint_prefix="backbone.model.", skipped_prefixes=heads_, skipped_together=True)
 
 
 _SPECS = [
@@ -151,9 +177,8 @@ _SPECS = [
     ModelSpec("defm_regnet_y_400mf", "regnet", "regnet_y_400mf", 440, 64, 4.1),
     ModelSpec("defm_regnet_y_800mf", "regnet", "regnet_y_800mf", 784, 128, 6.3),
     ModelSpec("defm_regnet_y_1_6gf", "regnet", "regnet_y_1_6gf", 888, 256, 12.4),
-    _theia("tiny", 192, 3, 5.5),
-    _theia("small", 384, 6, 21.7),
-    _theia("base", 768, 12, 85.8),
+    *(_theia(size, dim, heads, params_m, tag) for tag in THEIA_TEACHERS
+      for size, dim, heads, params_m in (("tiny", 192, 3, 5.5), ("small", 384, 6, 21.7), ("base", 768, 12, 85.8))),
 ]
 
 def _lingbot(name: str, repo: str, params_m: float, decoder: bool) -> ModelSpec:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,23 +184,59 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               f"{type(exc).__name__}: {exc}") from exc
 
 
-def backbone_state(state: dict[str, torch.Tensor], spec: ModelSpec) -> tuple[dict[str, torch.Tensor], list[str],
-                                                                              dict[str, int]]:
-    """Split a checkpoint into (the network's keys, prefix stripped; keys of nothing known; skipped).
+@dataclass
+class Split:
+    """A checkpoint's keys sorted for one variant. `ours`: the network's keys under the model's own names (prefix
+    stripped, a newer layout's names mapped); `stray`: keys of nothing known (as the file names them); `skipped`:
+    the keys left out on purpose, counted by skipped prefix; `file_names`: our name -> the file's, where they
+    differ; `layout`: the family's newer layout when the file is in it ("" otherwise)."""
 
-    `skipped` counts the keys under the spec's skipped prefixes by group (the first
-    `spec.skip_group_levels` name levels, e.g. translator.translator_heads.<teacher>), left out on purpose.
-    """
+    ours: dict[str, torch.Tensor]
+    stray: list[str]
+    skipped: dict[str, int]
+    file_names: dict[str, str] = field(default_factory=dict)
+    layout: str = ""
+
+
+def newer_name(key: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """`key` (one of our parameter names) as the family's newer layout names it: the first rule that matches."""
+    for pattern, replacement in rules:
+        renamed, hits = re.subn(pattern, replacement, key)
+        if hits:
+            return renamed
+    return key
+
+
+def backbone_state(state: dict[str, torch.Tensor], spec: ModelSpec) -> Split:
+    """Sort a checkpoint's keys for `spec` (Split). A file that holds any of the newer layout's names is read in
+    that layout (spec.fam.newer_names, e.g. transformers 5's ViT names) and mapped onto ours, key by key; a name of
+    the older layout in it is stray, so that a file is read in one layout or refused, never a mixture."""
     prefix, ours, stray, skipped = spec.checkpoint_prefix, {}, [], {}
     for key, value in state.items():
-        if any(key.startswith(p) for p in spec.skipped_prefixes):
-            group = ".".join(key.split(".")[:spec.skip_group_levels])
-            skipped[group] = skipped.get(group, 0) + 1
+        head = next((p for p in spec.skipped_prefixes if key.startswith(p)), None)
+        if head is not None:
+            skipped[head.rstrip(".")] = skipped.get(head.rstrip("."), 0) + 1
         elif key.startswith(prefix):
             ours[key[len(prefix):]] = value
         else:
             stray.append(key)
-    return ours, stray, skipped
+    if not spec.fam.newer_names:
+        return Split(ours, stray, skipped)
+    renamed = {n: k for k in state_shapes(spec.name) if (n := newer_name(k, spec.fam.newer_names)) != k}
+    if not any(k in renamed for k in ours):
+        return Split(ours, stray, skipped)
+    older = set(renamed.values())
+    stray += [prefix + k for k in ours if k in older]
+    mapped = {renamed.get(k, k): v for k, v in ours.items() if k not in older}
+    return Split(mapped, stray, skipped, {k: n for n, k in renamed.items()}, spec.fam.newer_layout)
+
+
+def missing_heads(split: Split, spec: ModelSpec) -> list[str]:
+    """The skipped groups a file lacks although it holds others, where they come together (spec.skipped_together:
+    Theia's translator heads, one per teacher of its release): such a file is another release's."""
+    if not (spec.skipped_together and split.skipped):
+        return []
+    return [p.rstrip(".") for p in spec.skipped_prefixes if p.rstrip(".") not in split.skipped]
 
 
 @functools.cache
@@ -222,39 +259,58 @@ def _guess_variant(state: dict[str, torch.Tensor], exclude: str) -> str | None:
     from . import MODELS
 
     for name, spec in MODELS.items():
-        ours, stray, _ = backbone_state(state, spec)
-        if name != exclude and not stray and state_shapes(name) == {k: tuple(v.shape) for k, v in ours.items()}:
+        split = backbone_state(state, spec)
+        if (name != exclude and not split.stray and not missing_heads(split, spec)
+                and state_shapes(name) == {k: tuple(v.shape) for k, v in split.ours.items()}):
             return name
     return None
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+
+def _misfit(own: dict[str, torch.Tensor], split: Split, spec: ModelSpec) -> list[str]:
+    """What does not fit, each key named as the file names it (or would, for a missing one)."""
+    pre, state = spec.checkpoint_prefix, split.ours
+
+    def named(k: str) -> str:
+        return pre + split.file_names.get(k, k) if split.layout else pre + k
+
+    missing = sorted(named(k) for k in set(own) - set(state))
+    unexpected = sorted({pre + k for k in set(state) - set(own)} | set(split.stray))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    parts = [f"{len(missing)} missing keys: {_few(missing)}"] if missing else []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_few(unexpected)}")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches: " + _few(
+            [f"{named(k)} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+    if split.layout and parts:
+        parts.append(f"read in {split.layout}, as its keys are; a file holds them or the older names, not both")
+    absent = missing_heads(split, spec)
+    if absent:
+        parts.append(f"it holds the training-time heads {', '.join(split.skipped)} but not {', '.join(absent)}: "
+                     f"a {spec.name} file holds all {len(spec.skipped_prefixes)} or none")
+    return parts
 
 
 def load_strict(model: nn.Module, checkpoint: dict[str, torch.Tensor], spec: ModelSpec, source: str) -> dict[str, int]:
     """Fill every parameter from the checkpoint and account for every key, or say exactly what does not
     fit. Returns the key groups left out on purpose (spec.skipped_prefixes), with their counts."""
-    state, stray, skipped = backbone_state(checkpoint, spec)
-    own, pre = model.state_dict(), spec.checkpoint_prefix  # keys are named as the checkpoint names them
-    missing = sorted(pre + k for k in set(own) - set(state))
-    unexpected = sorted({pre + k for k in set(state) - set(own)} | set(stray))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches: " + few(
-                [f"{pre}{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+    split = backbone_state(checkpoint, spec)
+    own = model.state_dict()
+    parts = _misfit(own, split, spec)
+    if parts:
         guess = _guess_variant(checkpoint, spec.name)
         hint = f" It looks like a {guess} checkpoint." if guess else ""
-        if unexpected and spec.fam.unexpected_keys_hint:
+        if (set(split.ours) - set(own) or split.stray) and spec.fam.unexpected_keys_hint:
             hint += f" ({spec.fam.unexpected_keys_hint})"
         raise CheckpointError(f"{source} does not fit {spec.name}: " + "; ".join(parts) + "." + hint)
-    model.load_state_dict(state, strict=True)
-    return skipped
+    if split.layout:
+        log.info("%s: read in %s", source, split.layout)
+    model.load_state_dict(split.ours, strict=True)
+    return split.skipped
 
 
 @dataclass

@@ -5,6 +5,7 @@ SMALL is the LingBot-Depth config that runs in seconds on a CPU (models.lingbot.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from defm_ros.models.lingbot import SMALL_CONFIG
@@ -20,13 +21,21 @@ def save_defm(state_dict: dict, path: Path, wrap: bool = False) -> Path:
     return path
 
 
-def save_theia(backbone: dict, path: Path, extra: dict | None = None) -> Path:
-    """Theia's published model.safetensors: the backbone (transformers-4 parameter names) under backbone.model.,
-    and `extra` keys as they are (the training-time translator heads, or a stray key)."""
+# The parameters of one of Theia's translator heads (its published lconv translator: a LightConvAdapterHead)
+THEIA_HEAD = ("pad.1.weight", "pad.1.bias", "adapter.0.weight", "adapter.0.bias", "adapter.1.weight", "adapter.1.bias",
+              "adapter.8.weight", "adapter.8.bias")
+
+
+def save_theia(backbone: dict, path: Path, extra: dict | None = None, teachers: Sequence[str] = ()) -> Path:
+    """Theia's published model.safetensors: the backbone (as `backbone` names it: transformers 4's parameter names in
+    the published files) under backbone.model., a training-time translator head per teacher in `teachers`
+    (translator.translator_heads.<teacher>.*), and `extra` keys as they are (e.g. a stray key)."""
+    import torch
     from safetensors.torch import save_file
 
     sd = {f"backbone.model.{k}": v.contiguous() for k, v in backbone.items()}
-    save_file({**sd, **(extra or {})}, str(path))
+    heads = {f"translator.translator_heads.{t}.{p}": torch.randn(4, 2) for t in teachers for p in THEIA_HEAD}
+    save_file({**sd, **heads, **(extra or {})}, str(path))
     return path
 
 
