@@ -18,7 +18,6 @@ import sys
 import time
 
 import numpy as np
-
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
