@@ -8,6 +8,7 @@ of the message buffer instead of copies.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 import time
@@ -133,15 +134,36 @@ def feature_msgs(header: Any, cls: Any, dense: Any, dtype: np.dtype | str = np.f
     return msgs
 
 
-def refined_msgs(header: Any, depth: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """A refiner's output as SPEC §5 has it: "depth_refined" (32FC1 metres, NaN where invalid) and
-    "depth_refined_mask" (mono8, 255 valid, 0 invalid), both stamped with the input's header."""
+REFINED_INFO, REFINED_POINTS = "depth_refined/camera_info", "depth_refined/points"  # beside ~/depth_refined
+
+
+def restamped(msg: Any, header: Any) -> Any:
+    """A shallow copy of `msg` (e.g. the input camera_info) with `header`: the refined depth's camera_info, whose
+    header equals the depth's exactly, as image_transport's camera convention and message_filters pair them."""
+    out = copy.copy(msg)
+    out.header = header
+    return out
+
+
+def refined_msgs(header: Any, depth: np.ndarray, mask: np.ndarray, camera_info: Any = None,
+                 points: np.ndarray | None = None) -> dict[str, Any]:
+    """A refiner's output as SPEC §5 has it, keyed by topic below the camera's namespace, all stamped with the
+    input's header: "depth_refined" (32FC1 metres, NaN where invalid), "depth_refined_mask" (mono8, 255 valid,
+    0 invalid); with `camera_info`, REFINED_INFO (it, restamped); with `points` (H, W, 3), REFINED_POINTS (an
+    organised PointCloud2, msgs.points)."""
     from sensor_msgs.msg import Image
 
     d = np.ascontiguousarray(depth, dtype="<f4")
     m = np.where(mask, 255, 0).astype(np.uint8)
     h, w = d.shape
-    return {"depth_refined": Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=False,
+    msgs = {"depth_refined": Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=False,
                                    step=w * 4, data=d.tobytes()),
             "depth_refined_mask": Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=False,
                                         step=w, data=m.tobytes())}
+    if camera_info is not None:
+        msgs[REFINED_INFO] = restamped(camera_info, header)
+    if points is not None:
+        from .msgs.points import points_msg
+
+        msgs[REFINED_POINTS] = points_msg(header, points)
+    return msgs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,20 +136,36 @@ class Refiner:
                       None if points is None else torch.where(mask[..., None], points, nan))
         return out.squeeze() if single else out
 
-    def refine_packed(self, rgbd: np.ndarray | torch.Tensor) -> Refined:
+    def refine_packed(self, rgbd: np.ndarray | torch.Tensor, intrinsics: Any = None) -> Refined:
         """A packed RGB-D batch (preprocess.rgbd.pack, (B, H, W, 4)) -> Refined, on this device
         (refine_for_encoder is the step the node and extraction take with it)."""
         rgb = rgbd[..., :3]
-        return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3])
+        return self.refine(rgb.astype(np.uint8) if isinstance(rgb, np.ndarray) else rgb.to(torch.uint8), rgbd[..., 3],
+                           intrinsics)
 
 
-def refine_for_encoder(refiner: Refiner, rgbd: np.ndarray | torch.Tensor
-                       ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def refine_for_encoder(refiner: Refiner, rgbd: np.ndarray | torch.Tensor, intrinsics: Sequence[Any] = ()
+                       ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """The refine step of the node and extraction alike: a packed RGB-D batch -> (the refined depth where it lies,
     for the depth encoder to take without a round trip through host memory; its host copy and mask, (B, H, W),
-    for each frame's refined-depth topics or dataset fields)."""
-    out = refiner.refine_packed(rgbd)
-    return out.depth, out.depth.cpu().numpy(), out.mask.cpu().numpy()
+    for each frame's refined-depth topics or dataset fields; each frame's points (H, W, 3), or None).
+
+    `intrinsics`: per frame, its 3x3 pixel camera matrix or None; empty: no frame's points. Points cost a
+    back-projection and a copy to the host, so the callers ask only for the frames whose points are wanted."""
+    batch = len(rgbd)
+    want = [k for k in range(batch) if k < len(intrinsics) and intrinsics[k] is not None]
+    ks = None
+    if want:  # the frames without camera matrix are back-projected with NaN, and their points dropped
+        ks = np.full((batch, 3, 3), np.nan, np.float32)
+        for k in want:
+            ks[k] = np.asarray(intrinsics[k], np.float32).reshape(3, 3)
+    out = refiner.refine_packed(rgbd, ks)
+    points: list[np.ndarray | None] = [None] * batch
+    if out.points is not None:
+        host = out.points.cpu().numpy()
+        for k in want:
+            points[k] = host[k]
+    return out.depth, out.depth.cpu().numpy(), out.mask.cpu().numpy(), points
 
 
 def _points(depth: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ def _counters() -> StreamCounters:
         stats.on_input(10.0 + k * 0.1, n)
     seq.dropped = 2
     stats.on_output(10.35, 0.05, 0.08)
-    stats.rejected, stats.errors = 4, 1
+    stats.rejected, stats.errors, stats.points_out = 4, 1, 1
     return StreamCounters(stats, seq, dropped_in_node=3, reliability="reliable")
 
 
@@ -33,6 +33,7 @@ def test_stream_status_counts_every_frame():
     assert st.name == "defm_node: /cam/depth" and st.level == OK and st.hardware_id == "cpu"
     assert v["received_frames"] == "6" and v["dropped_frames"] == "5" and v["dropped_frames_in_dds"] == "2"
     assert v["rejected_frames"] == "4" and v["failed_frames"] == "1" and v["published_frames"] == "1"
+    assert v["published_points"] == "1"
     assert v["input_reliability"] == "reliable" and v["lifecycle_state"] == "active"
     assert v["mean_batch_size"] == "1.50" and v["inference_ms_median"] == "45.0"
     assert float(v["input_rate_hz"]) > 0 and v["latency_receive_to_publish_ms_median"] == "50.0"

@@ -21,7 +21,17 @@ from defm_ros.extract import (
 )
 from defm_ros.features import from_msg
 
-from .helpers.bags import CAMERAS, DEPTH_TOPICS, RS_DEPTH, N, read_features, write_bag, write_colour_bag
+from .helpers.bags import (
+    CAMERAS,
+    DEPTH_TOPICS,
+    RS_DEPTH,
+    N,
+    read_features,
+    write_bag,
+    write_colour_bag,
+    write_rgbd_bag,
+)
+from .helpers.scenes import scene
 
 rosbags = pytest.importorskip("rosbags")
 
@@ -356,6 +366,70 @@ def test_refined_extraction_pairs_refines_and_writes_the_refined_depth(tmp_path,
         dense = next(m for t, m in feats[f"{cam}/features/dense"] if t == log_time)
         np.testing.assert_allclose(from_msg(dense), want.dense[0].numpy(), atol=1e-4)
         assert ds["stamp_ns"][i] == stamp
+
+
+@pytest.fixture(scope="module")
+def rgbd_bag_with_info(tmp_path_factory, shared_data):
+    """rgbd_bag's recording with the colour camera's camera_info beside the colour (scenes 1 and 2's K)."""
+    scenes = [scene(shared_data, s) for s in ("1", "2")]
+    path = tmp_path_factory.mktemp("rgbd_info") / "rs"
+    return path, write_rgbd_bag(path, [s[:2] for s in scenes], [s[2] for s in scenes]), [s[2] for s in scenes]
+
+
+@pytest.mark.parametrize("points", [False, True])
+def test_refined_extraction_writes_the_camera_info_and_points(tmp_path, rgbd_bag_with_info, lingbot_ckpt, encoder,
+                                                               points):
+    """--refine: <topic>/depth_refined/camera_info is the camera's, with the refined depth's header (one per
+    refined frame); --points: <topic>/depth_refined/points is the Refiner's `.points` for that K (1e-5)."""
+    from defm_ros import Refiner
+    from defm_ros.msgs.points import points_from_msg
+
+    path, expected, ks = rgbd_bag_with_info
+    refiner = Refiner(weights=lingbot_ckpt, num_tokens=300)
+    result = extract_bag(path, tmp_path, encoder=encoder, refiner=refiner, progress=False, points=points)
+    assert result.frames_written == 2 and not [n for n in result.notes if "camera_info" in n], result.notes
+    assert result.rejected == {"bad depth + colour pair": 1, "unpaired message (no partner with its stamp)": 1}
+    feats = read_features(tmp_path / "rs_features")
+    cam = RS_DEPTH
+    assert len(feats[f"{cam}/depth_refined/camera_info"]) == 2
+    assert (f"{cam}/depth_refined/points" in feats) is points
+    for (log_time, _, rgb, depth), k in zip(expected, ks, strict=True):
+        image, = [m for t, m in feats[f"{cam}/depth_refined"] if t == log_time]
+        info, = [m for t, m in feats[f"{cam}/depth_refined/camera_info"] if t == log_time]
+        assert info.header == image.header and (info.height, info.width) == (480, 640)
+        np.testing.assert_array_equal(info.k, k.reshape(-1))
+        if points:
+            cloud, = [m for t, m in feats[f"{cam}/depth_refined/points"] if t == log_time]
+            assert cloud.header == image.header
+            want = refiner.refine(rgb, depth, intrinsics=k).points.numpy()
+            np.testing.assert_allclose(points_from_msg(cloud), want, rtol=0, atol=1e-5, equal_nan=True)
+
+
+def test_points_need_a_refiner_and_a_camera_info(tmp_path, rgbd_bag, lingbot_ckpt, encoder, cli):
+    """Without camera_info the refined depth is still written, and the report says what is missing; points
+    without a refiner are refused, in Python and on the command line (a usage error)."""
+    from defm_ros import Refiner
+
+    path, _ = rgbd_bag
+    refiner = Refiner(weights=lingbot_ckpt, num_tokens=300)
+    result = extract_bag(path, tmp_path, encoder=encoder, refiner=refiner, progress=False, points=True)
+    assert result.frames_written == 2 and any(f"{RS_DEPTH}: no camera_info beside" in n and "and points" in n
+                                              for n in result.notes), result.notes
+    feats = read_features(tmp_path / "rs_features")
+    assert f"{RS_DEPTH}/depth_refined" in feats and not {f"{RS_DEPTH}/depth_refined/camera_info",
+                                                         f"{RS_DEPTH}/depth_refined/points"} & set(feats)
+    with pytest.raises(ValueError, match="--points needs --refine"):
+        extract_bag(path, tmp_path / "o", encoder=encoder, progress=False, points=True)
+    assert cli(path, "--out", tmp_path / "o", "--points", "--weights", "random") == 2
+
+
+def test_cli_refine_with_points(cli, capsys, tmp_path, rgbd_bag_with_info, lingbot_ckpt):
+    path, _, _ = rgbd_bag_with_info
+    assert cli(path, "--out", tmp_path, "--weights", "random", "--size", "64", "--no-progress", "--refine",
+               "lingbot", "--refine-weights", lingbot_ckpt, "--refine-tokens", "300", "--points") == 0
+    assert "complete; wrote 2 frames" in capsys.readouterr().out
+    feats = read_features(tmp_path / "rs_features")
+    assert len(feats[f"{RS_DEPTH}/depth_refined/points"]) == len(feats[f"{RS_DEPTH}/depth_refined/camera_info"]) == 2
 
 
 def test_the_rgbd_encoder_extracts_the_aligned_pairs(tmp_path, rgbd_bag, lingbot_ckpt):

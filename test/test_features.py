@@ -77,3 +77,27 @@ def test_as_torch_says_when_it_had_to_import_torch():
     assert out.returncode == 0, out.stderr
     count, text = out.stdout.split(" ", 1)
     assert count == "1" and "imported torch" in text and "import torch at start-up" in text
+
+
+def test_refined_messages_with_camera_info_and_points():
+    """The refined depth's camera_info is the input's with the depth's header (the input is left as it was);
+    its points are an organised cloud with that header; each keyed by its topic below the camera."""
+    from sensor_msgs.msg import CameraInfo
+
+    from defm_ros.features import REFINED_INFO, REFINED_POINTS, refined_msgs
+    from defm_ros.msgs.points import points_from_msg
+
+    header = Header(frame_id="depth_frame")
+    header.stamp.sec, header.stamp.nanosec = 5, 6
+    info = CameraInfo(header=Header(frame_id="info_frame"), height=2, width=3, k=[2.0, 0, 1, 0, 2.0, 1, 0, 0, 1])
+    depth, mask = np.array([[1.0, np.nan, 2.0], [3.0, 4.0, 5.0]], np.float32), np.ones((2, 3), bool)
+    points = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    msgs = refined_msgs(header, depth, mask)
+    assert set(msgs) == {"depth_refined", "depth_refined_mask"}
+    msgs = refined_msgs(header, depth, mask, info, points)
+    assert set(msgs) == {"depth_refined", "depth_refined_mask", REFINED_INFO, REFINED_POINTS}
+    assert REFINED_INFO == "depth_refined/camera_info" and REFINED_POINTS == "depth_refined/points"
+    assert msgs[REFINED_INFO].header == header and msgs[REFINED_INFO].k.tolist() == info.k.tolist()
+    assert info.header.frame_id == "info_frame"  # not changed in place
+    assert msgs[REFINED_POINTS].header == header
+    np.testing.assert_array_equal(points_from_msg(msgs[REFINED_POINTS]), points)

@@ -20,7 +20,8 @@ def test_presets_point_at_the_drivers_default_topics(camera, topic):
     preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
     assert preset["depth_topic"] == topic
     assert spec.parameters[-1] == {"model": "defm_vit_s14", "weights": "", "backend": "torch", "device": "cuda",
-                                   "refine": "none", "refine_weights": "", "autostart": True}
+                                   "refine": "none", "refine_weights": "", "autostart": True,
+                                   "publish_points": False}
     assert spec.env == {PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")}
 
 
@@ -28,7 +29,8 @@ def test_user_profile_and_custom_camera_are_respected():
     spec = node_launch(ROOT, camera="custom", depth_topic="/my/depth", environ={PROFILE_ENV: "/etc/mine.xml"})
     assert spec.env == {} and spec.parameters == [{"model": "defm_resnet18", "weights": "", "backend": "torch",
                                                    "device": "cpu", "refine": "none", "refine_weights": "",
-                                                   "autostart": True, "depth_topic": "/my/depth"}]
+                                                   "autostart": True, "publish_points": False,
+                                                   "depth_topic": "/my/depth"}]
     with pytest.raises(ValueError, match="camera must be one of"):
         node_launch(ROOT, camera="kinect")
     with pytest.raises(ValueError, match="unknown launch arguments"):
@@ -107,10 +109,10 @@ def test_depth_and_colour_from_one_camera_as_two_nodes():
     ("realsense", "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/color/image_raw"),
     ("zed", "/zed/zed_node/depth/depth_registered", "/zed/zed_node/rgb/image_rect_color")])
 def test_refining_takes_the_aligned_preset(camera, depth, color):
-    spec = node_launch(ROOT, camera=camera, refine="lingbot", environ={})
+    spec = node_launch(ROOT, camera=camera, refine="lingbot", publish_points="true", environ={})
     preset = yaml.safe_load(Path(spec.parameters[0]).read_text())["/**"]["ros__parameters"]
     assert (preset["depth_topic"], preset["image_topic"]) == (depth, color)
     assert "camera_info" in preset["camera_info_topic"]
-    assert spec.parameters[-1]["refine"] == "lingbot"
+    assert spec.parameters[-1]["refine"] == "lingbot" and spec.parameters[-1]["publish_points"] is True
     rgbd = node_launch(ROOT, camera=camera, model="lingbot_rgbd_vitl14", environ={})
     assert rgbd.parameters[0] == spec.parameters[0]  # the RGB-D encoder takes the same aligned topics

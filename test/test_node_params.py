@@ -41,9 +41,14 @@ def test_set_values_reach_the_encoder_and_the_refiner():
     ({"stale_warn_s": 9.0}, "stale_warn_s must be smaller than stale_error_s"),
     ({"model": "theia_small", "refine": "lingbot"}, "refine feeds refined depth to a depth model"),
     ({"model": "theia_small", "transport": "compressedDepth"}, "does not carry color, which theia_small takes"),
+    ({"publish_points": True}, "publish_points publishes the refined depth's points: set refine too"),
 ])
 def test_rules_that_span_two_parameters(change, problem):
     assert any(problem in p for p in check_all({**DEFAULTS, **change}))
+
+
+def test_points_with_a_refiner_are_fine():
+    assert check_all({**DEFAULTS, "refine": "lingbot", "publish_points": True}) == []
 
 
 def test_a_configured_node_refuses_model_parameters_but_takes_runtime_ones():

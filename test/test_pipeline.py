@@ -261,24 +261,33 @@ def test_processor_downloads_features_in_the_output_dtype():
 
 def test_refine_stage_hands_the_refined_depth_on_where_it_lies():
     """The refined depth goes to the depth encoder as the refiner left it (a device tensor), never through host
-    memory and back; its host copy and mask go to the refined-depth topics, frame by frame."""
+    memory and back; its host copy and mask go to the refined-depth topics, frame by frame. Points are asked
+    for only for the frames whose intrinsics the node gives (someone listens), with those intrinsics."""
     import torch
 
     from defm_ros.node.pipeline import RefineStage
     from defm_ros.refiner import Refined
 
     class Refiner:
-        def refine_packed(self, rgbd):
-            self.got = rgbd
+        def refine_packed(self, rgbd, intrinsics=None):
+            self.got, self.intrinsics = rgbd, intrinsics
             d = torch.from_numpy(rgbd[..., 3].copy())
-            return Refined(d, d > 1.0)
+            points = None if intrinsics is None else torch.from_numpy(intrinsics[:, None, :, :].repeat(4, 1))
+            return Refined(d, d > 1.0, points)
 
     refiner, published = Refiner(), []
-    stage = RefineStage(refiner, lambda f, depth, mask: published.append((f, depth, mask)))
-    rgbd = np.stack([np.full((4, 6, 4), v, np.float32) for v in (0.5, 2.0)])
+    k = np.arange(9, dtype=np.float32).reshape(3, 3)
     frames = [_frame(0, np.zeros((4, 6)), 1), _frame(1, np.zeros((4, 6)), 2)]
+    stage = RefineStage(refiner, lambda f, depth, mask, points: published.append((f, depth, mask, points)),
+                        intrinsics=lambda f: k if f is frames[1] else None)
+    rgbd = np.stack([np.full((4, 6, 4), v, np.float32) for v in (0.5, 2.0)])
     out = stage(frames, rgbd)
     assert isinstance(out, torch.Tensor) and out.shape == (2, 4, 6)
-    assert [f for f, _, _ in published] == frames
-    assert all(isinstance(d, np.ndarray) and isinstance(m, np.ndarray) for _, d, m in published)
+    assert [f for f, *_ in published] == frames
+    assert all(isinstance(d, np.ndarray) and isinstance(m, np.ndarray) for _, d, m, _ in published)
     assert published[0][2].sum() == 0 and published[1][2].all() and published[1][1][0, 0] == 2.0
+    assert np.isnan(refiner.intrinsics[0]).all() and (refiner.intrinsics[1] == k).all()
+    assert published[0][3] is None and published[1][3].shape == (4, 3, 3)
+    np.testing.assert_array_equal(published[1][3][0], k)
+    RefineStage(refiner, lambda *a: None)(frames, rgbd)  # nobody wants points: none asked for
+    assert refiner.intrinsics is None

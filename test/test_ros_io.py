@@ -58,14 +58,17 @@ def test_raw_subscription_hands_over_bytes_and_the_gate_holds_them_back(context)
     node.destroy_node()
 
 
-@pytest.mark.parametrize("refined", [False, True])
-def test_camera_publishers(context, refined):
+@pytest.mark.parametrize(("refined", "points"), [(False, False), (True, False), (True, True)])
+def test_camera_publishers(context, refined, points):
+    """Every publisher is keyed by its topic below the camera's namespace (features.refined_msgs' keys)."""
     node = LifecycleNode("ros_io_pubs", context=context)
-    pubs = ros_io.camera_publishers(node, "/cam", refined=refined)
-    base = {"dense", "cls", "pca", "info"}
-    assert set(pubs) == (base | {"depth_refined", "depth_refined_mask"} if refined else base)
-    assert {kind: pub.topic_name for kind, pub in pubs.items()} == {kind: f"/cam/features/{kind}" for kind in base} | (
-        {"depth_refined": "/cam/depth_refined", "depth_refined_mask": "/cam/depth_refined_mask"} if refined else {})
+    pubs = ros_io.camera_publishers(node, "/cam", refined=refined, points=points)
+    want = {kind: f"/cam/features/{kind}" for kind in ("dense", "cls", "pca", "info")}
+    if refined:
+        want.update({k: f"/cam/{k}" for k in ("depth_refined", "depth_refined_mask", "depth_refined/camera_info")})
+    if points:
+        want["depth_refined/points"] = "/cam/depth_refined/points"
+    assert {kind: pub.topic_name for kind, pub in pubs.items()} == want
     assert pubs["info"].qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL  # latched for late subscribers
     assert pubs["dense"].qos_profile.reliability == ReliabilityPolicy.RELIABLE
     node.destroy_node()

@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-weights", default=None, help="refiner model.pt (default: models/, HF cache, Hub)")
     p.add_argument("--refine-tokens", type=positive_int, default=DEFAULT_TOKENS,
                    help=f"refiner patch tokens (default {DEFAULT_TOKENS})")
+    p.add_argument("--points", action="store_true",
+                   help="with --refine: also write <topic>/depth_refined/points (PointCloud2), back-projected with "
+                        "the camera's camera_info (written as <topic>/depth_refined/camera_info with --refine)")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -87,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
         raise CliError("--no-bag writes nothing unless --dataset is given")
     if args.limit < 0:
         raise CliError("--limit must be >= 0")
+    if args.points and args.refine == "none":
+        raise CliError("--points writes the refined depth's points: it needs --refine")
     from ..extract.source import BagReadError, check_bag_path
 
     names: dict[Path, Path] = {}
@@ -120,7 +125,7 @@ def _job_options(args: argparse.Namespace) -> dict:
     """extract_bag's options from the command line (the encoder's are separate)."""
     return dict(topics=args.topics, write_bag=not args.no_bag, dataset=args.dataset, batch=args.batch,
                 dtype=args.dtype, depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
-                limit=args.limit, segment_frames=args.segment_frames, compression=args.compression)
+                limit=args.limit, segment_frames=args.segment_frames, compression=args.compression, points=args.points)
 
 
 def _encoder_options(args: argparse.Namespace) -> dict:

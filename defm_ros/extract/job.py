@@ -17,7 +17,7 @@ from .guards import output_lock
 from .result import ExtractResult
 from .run import Outputs, run
 from .sinks import FeatureBag, FeatureDataset
-from .source import BagReadError, BagSource, TopicInfo, find_topics, pair_topics
+from .source import BagReadError, BagSource, TopicInfo, camera_info_topic, find_topics, pair_topics
 
 
 def output_name(bag: str | Path) -> str:
@@ -46,9 +46,12 @@ def build_encoder(**options: Any) -> Any:
     return Encoder(**opts)
 
 
-def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: Any = None) -> dict[str, Any]:
+def fingerprint(info: dict[str, Any], dtype: str, depth_scale: float, refiner: Any = None,
+                points: bool = False) -> dict[str, Any]:
     """What must match for features of two runs to belong in one output (device may differ)."""
     refined = None if refiner is None else {k: refiner.info[k] for k in ("model", "checkpoint_sha256", "num_tokens")}
+    if points:
+        refined = {**refined, "points": True}
     return {"model": info["model"], "modality": info["modality"], "refined_by": refined,
             "checkpoint_sha256": info["checkpoint_sha256"],
             "random_weights": info["random_weights"], "input_size": list(info["input_size"]),
@@ -61,7 +64,7 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
                 depth_scale: float = DEFAULT_DEPTH_SCALE, resume: bool = False, overwrite: bool = False, limit: int = 0,
                 segment_frames: int = 1000, compression: str = DEFAULT_COMPRESSION, chunk_frames: int = 256,
                 progress: bool = True, on_batch: Callable[[ExtractResult], None] | None = None, refiner: Any = None,
-                prefetch: bool = True, **encoder_options: Any) -> ExtractResult:
+                prefetch: bool = True, points: bool = False, **encoder_options: Any) -> ExtractResult:
     """Encode every frame of one bag's topics of the model's modality (depth for DeFM, colour for Theia);
     write `<out>/<name>_features/` (rosbag2, mcap) and/or
     `<out>/<name>_dataset/` (chunked .npz). Returns an ExtractResult; raises ExtractInterrupted
@@ -76,7 +79,10 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     bench/bench_feature_bag.py).
     `refiner`: a Refiner (LingBot-Depth): each depth topic is paired with its camera's colour topic by
     stamp, refined, and the features are the depth model's on the refined depth; the refined depth and
-    mask are written too (<topic>/depth_refined, _mask; dataset fields depth_refined, depth_refined_mask).
+    mask are written too (<topic>/depth_refined, _mask; dataset fields depth_refined, depth_refined_mask), and
+    the camera's camera_info (camera_info_topic), paired by stamp too, with the refined depth's header
+    (<topic>/depth_refined/camera_info). `points`: also the refined depth's points, back-projected with that
+    camera_info's K (<topic>/depth_refined/points, an organised PointCloud2), as the node's publish_points.
     An RGB-D model (lingbot_rgbd_vitl14) pairs the same way and encodes the pairs.
     `prefetch`: read and decode on a background thread, up to two batches ahead of the forward pass
     (bench/bench_extract.py); False reads on the calling thread. The outputs are the same.
@@ -89,6 +95,8 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     modality = get_spec(model).modality
     if refiner is not None and modality != "depth":
         raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
+    if points and refiner is None:
+        raise ValueError("points are the refined depth's: they need a refiner (--points needs --refine)")
     paired = refiner is not None or modality == "rgbd"
     with output_lock(out / ".locks" / f"{name}.lock"), BagSource(bag) as source:
         found, depth_of = _choose_topics(source, topics, model, modality, paired, result)
@@ -102,11 +110,12 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
         result.bag_duration_s = (span[1] - span[0]) / 1e9 if span else 0.0
         enc = encoder if encoder is not None else build_encoder(**encoder_options)
         info = enc.info if refiner is None else {**enc.info, "refined_by": refiner.info}
-        outputs = _open_outputs(out, name, bag, info, fingerprint(info, dtype, depth_scale, refiner), result,
+        info_of = {} if refiner is None else _camera_infos(source, depth_of, points, result)
+        outputs = _open_outputs(out, name, bag, info, fingerprint(info, dtype, depth_scale, refiner, points), result,
                                 write_bag=write_bag, dataset=dataset, dtype=dtype, segment_frames=segment_frames,
                                 compression=compression, chunk_frames=chunk_frames, overwrite=overwrite, resume=resume)
         run(source, enc, refiner, outputs, result, batch=batch, depth_scale=depth_scale, limit=limit, progress=progress,
-            on_batch=on_batch, depth_of=depth_of, prefetch=prefetch)
+            on_batch=on_batch, depth_of=depth_of, prefetch=prefetch, info_of=info_of, points=points)
     return result
 
 
@@ -156,6 +165,19 @@ def _choose_topics(source: BagSource, topics: list[str] | None, model: str, moda
                                f"({'; '.join(f'{t.name}: {t.msgtype}' for t in chosen if t.name in empty)})")
     result.topics = [t.name for t in found]
     return found, {c.name: d.name for d, c in pairs}
+
+
+def _camera_infos(source: BagSource, depth_of: dict[str, str], points: bool, result: ExtractResult) -> dict[str, str]:
+    """camera_info topic -> its depth topic, for each refined pair whose camera has one; a note for each without
+    (its refined depth is written without camera_info, and without points)."""
+    info_of = {}
+    for color, depth in depth_of.items():
+        if (info := camera_info_topic(source, color, depth)) is not None:
+            info_of[info] = depth
+        else:
+            result.notes.append(f"{depth}: no camera_info beside {color} or it: its refined depth is written without "
+                                f"camera_info{' and points' if points else ''}")
+    return info_of
 
 
 def _open_outputs(out: Path, name: str, bag: Path, info: dict[str, Any], fp: dict[str, Any], result: ExtractResult,

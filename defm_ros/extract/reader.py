@@ -25,6 +25,7 @@ class Frame:
     x: np.ndarray  # the model's input: depth in metres, or uint8 RGB
     to_bag: bool
     to_dataset: bool
+    camera_info: Any = None  # its camera's (deserialized) camera_info of the same stamp, where paired with one
 
 
 @dataclass
@@ -37,25 +38,29 @@ class Skip:
 
 
 def read_events(source: BagSource, topics: list[str], depth_of: dict[str, str], pairers: dict[str, StampPairer],
-                kind: Any, params: dict[str, Any], bag_done: set[Key] | None, ds_done: set[Key] | None
-                ) -> Iterator[Frame | Skip | None]:
-    """One event per message, in the bag's order: a decoded frame, a skip, or None (half of a depth +
-    colour pair). `bag_done` / `ds_done`: the keys an output already holds, None without that output.
-    Raises BagReadError where the bag turns unreadable."""
+                kind: Any, params: dict[str, Any], bag_done: set[Key] | None, ds_done: set[Key] | None,
+                info_of: dict[str, str] | None = None) -> Iterator[Frame | Skip | None]:
+    """One event per message, in the bag's order: a decoded frame, a skip, or None (part of a depth + colour
+    (+ camera_info: `info_of`) set). `bag_done` / `ds_done`: the keys an output already holds, None without that
+    output. Raises BagReadError where the bag turns unreadable."""
+    partners = {**{t: (d, "color") for t, d in depth_of.items()}, **{t: (d, "camera_info") for t, d in
+                                                                     (info_of or {}).items()}}
     for raw in source.messages(topics):
         try:
             msg = source.deserialize(raw)
             stamp = stamp_ns(msg.header)
         except Exception as exc:  # noqa: BLE001 - any garbage in a message is skipped
-            yield Skip("undecodable message", exc, raw.topic not in depth_of)
+            yield Skip("undecodable message", exc, raw.topic not in partners)
             continue
-        if pairers:  # depth and colour meet by stamp; the depth message is the frame
-            role = "color" if raw.topic in depth_of else "depth"
-            got = pairers[depth_of.get(raw.topic, raw.topic)].put(role, stamp, (raw, msg))
+        info = None
+        if pairers:  # depth, colour (and camera_info) meet by stamp; the depth message is the frame
+            depth_topic, role = partners.get(raw.topic, (raw.topic, "depth"))
+            got = pairers[depth_topic].put(role, stamp, (raw, msg))
             if got is None:
                 yield None
                 continue
             (raw, msg), (_, color) = got["depth"], got["color"]
+            info = got["camera_info"][1] if "camera_info" in got else None
         key = (camera_topic(raw.topic), raw.log_time, stamp)
         to_bag, to_ds = bag_done is not None and key not in bag_done, ds_done is not None and key not in ds_done
         if not (to_bag or to_ds):
@@ -66,5 +71,5 @@ def read_events(source: BagSource, topics: list[str], depth_of: dict[str, str], 
         except Exception as exc:  # noqa: BLE001 - a codec's ValueError, or a field of the wrong type
             yield Skip("bad depth + colour pair" if pairers else f"bad {kind.modality} image", exc, True)
             continue
-        yield Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds)
+        yield Frame(key[0], raw.log_time, key[2], str(msg.header.frame_id), x, to_bag, to_ds, info)
 

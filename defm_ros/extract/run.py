@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs import INPUTS, ShapeBatches, StampPairer
+from ..msgs.points import camera_matrix
 from .guards import shielded
 from .prefetch import Prefetch
 from .reader import Frame, Skip, read_events
@@ -57,8 +58,8 @@ class Run:
     it did goes to `result`. Failures cost frames (skipped, counted), never the run."""
 
     def __init__(self, enc: Any, refiner: Any, outputs: Outputs, result: ExtractResult, batch: int, limit: int,
-                 on_batch: Callable[[ExtractResult], None] | None, bar: Any) -> None:
-        self.enc, self.refiner, self.outputs, self.result = enc, refiner, outputs, result
+                 on_batch: Callable[[ExtractResult], None] | None, bar: Any, points: bool = False) -> None:
+        self.enc, self.refiner, self.outputs, self.result, self.points = enc, refiner, outputs, result, points
         self.limit, self.on_batch, self.bar = limit, on_batch, bar
         self.dtype = outputs.sinks[0].dtype  # every sink writes the one --dtype: converted on the device
         self.batches: ShapeBatches[Frame] = ShapeBatches(batch)
@@ -104,16 +105,17 @@ class Run:
         if (features := self.encode(frames)) is not None:
             self.write(frames, *features)
 
-    def encode(self, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None] | None:
-        """(cls, dense, refined depth and mask or None) of a batch; None where the forward pass fails, which costs
-        its frames only, unless it fails on the first three batches (RuntimeError: the encoder cannot work)."""
+    def encode(self, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, tuple[Any, Any, Any] | None] | None:
+        """(cls, dense, refined depth, mask and points (per frame, None where not made) or None) of a batch; None
+        where the forward pass fails, which costs its frames only, unless it fails on the first three batches
+        (RuntimeError: the encoder cannot work)."""
         try:
             xs, refined = np.stack([f.x for f in frames]), None
             if self.refiner is not None:  # the refined depth goes on to the encoder where it lies (on the device)
                 from ..refiner import refine_for_encoder
 
-                xs, depth, mask = refine_for_encoder(self.refiner, xs)
-                refined = (depth, mask)
+                xs, depth, mask, points = refine_for_encoder(self.refiner, xs, [self.intrinsics(f) for f in frames])
+                refined = (depth, mask, points)
             cls, dense = self.enc.encode(xs).numpy(self.dtype)
         except (KeyboardInterrupt, MemoryError):
             raise
@@ -127,14 +129,28 @@ class Run:
         self.consecutive_failures = 0
         return cls, dense, refined
 
-    def write(self, frames: list[Frame], cls: np.ndarray, dense: np.ndarray,
-              refined: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def intrinsics(self, frame: Frame) -> np.ndarray | None:
+        """The frame's camera matrix where its points are wanted (--points, a camera_info that has one)."""
+        if not self.points or frame.camera_info is None:
+            return None
+        try:
+            return camera_matrix(frame.camera_info)
+        except ValueError as exc:
+            note = f"{frame.topic}: no points: {exc}"
+            if note not in self.result.notes:
+                self.result.notes.append(note)
+                log.warning("%s: %s", self.result.bag, note)
+            return None
+
+    def write(self, frames: list[Frame], cls: np.ndarray, dense: np.ndarray, refined: tuple[Any, Any, Any] | None
+              ) -> None:
         """Each frame's features (and refined depth) to the outputs that lack it; progress and on_batch after."""
         bag, ds = self.outputs.bag, self.outputs.dataset
         for i, f in enumerate(frames):
             ref_i = None if refined is None else (refined[0][i], refined[1][i])
             if f.to_bag:
-                bag.write(f.topic, f.log_time, bag.header(f.stamp, f.frame_id), cls[i], dense[i], ref_i)
+                bag.write(f.topic, f.log_time, bag.header(f.stamp, f.frame_id), cls[i], dense[i], ref_i,
+                          camera_info=f.camera_info, points=None if refined is None else refined[2][i])
             if f.to_dataset:
                 ds.write(f.topic, f.log_time, f.stamp, f.frame_id, cls[i], dense[i],
                          None if ref_i is None else {"depth_refined": ref_i[0], "depth_refined_mask": ref_i[1]})
@@ -158,13 +174,17 @@ class Run:
 
 def run(source: BagSource, enc: Any, refiner: Any, outputs: Outputs, result: ExtractResult, *, batch: int,
         depth_scale: float, limit: int, progress: bool, on_batch: Callable[[ExtractResult], None] | None,
-        depth_of: dict[str, str], prefetch: bool) -> None:
+        depth_of: dict[str, str], prefetch: bool, info_of: dict[str, str] | None = None, points: bool = False) -> None:
     """Read, batch, encode and write the frames of `result.topics` (paired with the colour topics of `depth_of`,
-    colour -> depth), then commit the outputs; raises ExtractInterrupted on Ctrl-C, after committing them."""
+    colour -> depth, and the camera_info topics of `info_of`, camera_info -> depth), then commit the outputs;
+    raises ExtractInterrupted on Ctrl-C, after committing them. `points`: also the refined depth's points."""
     from tqdm import tqdm
 
-    pairers = {d: StampPairer(("depth", "color")) for d in depth_of.values()}  # colour topic -> its depth's
-    read = functools.partial(read_events, topics=result.topics + list(depth_of), depth_of=depth_of, pairers=pairers,
+    info_of = info_of or {}
+    pairers = {d: StampPairer(("depth", "color", "camera_info") if d in info_of.values() else ("depth", "color"))
+               for d in depth_of.values()}
+    read = functools.partial(read_events, topics=result.topics + list(depth_of) + list(info_of), depth_of=depth_of,
+                             info_of=info_of, pairers=pairers,
                              kind=INPUTS[enc.info["modality"]], params={"depth_scale": depth_scale},
                              bag_done=outputs.bag_done, ds_done=outputs.dataset_done)
 
@@ -174,7 +194,7 @@ def run(source: BagSource, enc: Any, refiner: Any, outputs: Outputs, result: Ext
 
     bar = tqdm(total=result.frames_total or None, unit="frame", desc=Path(result.bag).name,
                disable=not progress, dynamic_ncols=True)
-    state = Run(enc, refiner, outputs, result, batch, limit, on_batch, bar)
+    state = Run(enc, refiner, outputs, result, batch, limit, on_batch, bar, points)
     t0 = time.perf_counter()
     reached_end = False
     events = Prefetch(own_source, 2 * batch) if prefetch else read(source)

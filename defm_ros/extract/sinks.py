@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..config import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check_choice
-from ..features import encoding_for, to_hwc_bytes
+from ..features import REFINED_INFO, REFINED_POINTS, encoding_for, restamped, to_hwc_bytes
+from ..msgs.points import points_msg
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame
 META = "rosbag2_bagfile_information"
@@ -226,10 +227,12 @@ class FeatureBag:
         return Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
 
     def write(self, topic: str, log_time: int, header: Any, cls: np.ndarray, dense: np.ndarray,
-              refined: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+              refined: tuple[np.ndarray, np.ndarray] | None = None, *, camera_info: Any = None,
+              points: np.ndarray | None = None) -> None:
         """One frame: cls (C,) and dense (C, h, w), stamped with the input header at its log time; with
         `refined` (depth (H, W) metres NaN invalid, mask (H, W) bool) also <topic>/depth_refined (32FC1) and
-        <topic>/depth_refined_mask (mono8), as the node publishes them."""
+        <topic>/depth_refined_mask (mono8), as the node publishes them, and with them `camera_info` (restamped)
+        and `points` ((H, W, 3), a PointCloud2) on <topic>/depth_refined/camera_info and /points."""
         if self._writer is None:
             self._start_segment()
         if topic not in self._has_info:
@@ -245,10 +248,22 @@ class FeatureBag:
                                             ("depth_refined_mask", ("mono8", np.where(refined[1], 255, 0)
                                                                     .astype(np.uint8)))):
                 self._writer.write(self._conn(f"{topic}/{suffix}", image), log_time, self._plain(arr, encoding, header))
+            self._refined_extras(topic, log_time, header, camera_info, points)
         self.written += 1
         self._seg_frames += 1
         if self._seg_frames >= self.segment_frames:
             self.commit(complete=False)
+
+    def _refined_extras(self, topic: str, log_time: int, header: Any, camera_info: Any, points: Any) -> None:
+        """The refined depth's camera_info and points, where given (features.REFINED_INFO, REFINED_POINTS)."""
+        out = []
+        if camera_info is not None:
+            out.append((REFINED_INFO, "sensor_msgs/msg/CameraInfo", restamped(camera_info, header)))
+        if points is not None:
+            cloud, field = self.ts.types["sensor_msgs/msg/PointCloud2"], self.ts.types["sensor_msgs/msg/PointField"]
+            out.append((REFINED_POINTS, cloud.__msgtype__, points_msg(header, points, cloud, field)))
+        for suffix, msgtype, msg in out:
+            self._writer.write(self._conn(f"{topic}/{suffix}", msgtype), log_time, self.ts.serialize_cdr(msg, msgtype))
 
     def _custom(self, complete: bool, extra: dict[str, Any]) -> dict[str, str]:
         return {CUSTOM + "complete": json.dumps(complete), CUSTOM + "source": self.source,

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..inputs import INPUTS
+from ..inputs import INPUTS, camera_topic
 
 log = logging.getLogger("defm_ros")
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 PROBE_MESSAGES = 10  # messages looked at per image topic to tell its modality
 
 
@@ -272,3 +273,15 @@ def pair_topics(depth: list[TopicInfo], color: list[TopicInfo]) -> tuple[list[tu
         else:
             pairs.append((d, best[0]))
     return pairs, notes
+
+
+def camera_info_topic(source: BagSource, color: str, depth: str) -> str | None:
+    """The camera_info of a depth + colour pair, by image_transport's naming (a sibling `camera_info` of the image
+    topic): the colour's (the aligned depth is registered to the colour camera), else the aligned depth's; None
+    when the bag has neither."""
+    infos = {t.name for t in source.topics if t.msgtype == CAMERA_INFO}
+    for image in (color, depth):
+        sibling = camera_topic(image).rpartition("/")[0] + "/camera_info"
+        if sibling in infos:
+            return sibling
+    return None

@@ -1,1 +1,2 @@
-"""Image messages to arrays and back, without rclpy: depth (depth.py) and colour (color.py) codecs."""
+"""Messages to arrays and back, without rclpy: depth (depth.py) and colour (color.py) image codecs, and organised
+point clouds and camera matrices (points.py)."""

@@ -73,6 +73,7 @@ def stream_values(c: StreamCounters, now: float, inference_s: Sequence[float], b
         "rejected_frames": str(s.rejected),
         "failed_frames": str(s.errors),
         "published_frames": str(s.total_out),
+        "published_points": str(s.points_out),
         **({} if c.unpaired is None else {"unpaired_messages": str(c.unpaired)}),
         "mean_batch_size": f"{sum(batch_sizes) / max(len(batch_sizes), 1):.2f}",
         "backend": info["backend"],

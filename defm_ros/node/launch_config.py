@@ -46,12 +46,13 @@ LAUNCH_ARGS = {
     "autostart": _param("autostart", "configure and activate at start-up; false: drive it with `ros2 lifecycle set`"),
     "refine": _param("refine", " | ".join(REFINE) + ": refine raw depth from aligned colour before a DeFM model"),
     "refine_weights": _param("refine_weights", "the refiner's model.pt; empty: models/<refine_model>/, HF cache, Hub"),
+    "publish_points": _param("publish_points", "with refine: also publish ~/depth_refined/points (PointCloud2)"),
 }
-BOOL_ARGS = ("large_data_profile", "autostart")
+BOOL_ARGS = ("large_data_profile", "autostart", "publish_points")
 # depth_and_color.launch.py: the same, with a model (and weights) per node
 PAIR_ARGS = {k: v for k, v in LAUNCH_ARGS.items() if k not in ("model", "weights", "namespace", "depth_topic",
                                                                 "image_topic", "params_file", "refine",
-                                                                "refine_weights")}
+                                                                "refine_weights", "publish_points")}
 PAIR_ARGS.update({
     "depth_model": (DEFAULT_MODEL, "DeFM variant for the depth node (namespace defm)"),
     "color_model": (DEFAULT_COLOR_MODEL, "Theia variant for the colour node (namespace theia); non-commercial "
@@ -95,7 +96,7 @@ def node_launch(share: Path, environ: dict | None = None, **args: str) -> NodeLa
     if a["params_file"]:
         params.append(a["params_file"])
     overrides = {k: a[k] for k in ("model", "weights", "backend", "device", "refine", "refine_weights")}
-    overrides["autostart"] = flags["autostart"]
+    overrides.update((k, flags[k]) for k in ("autostart", "publish_points"))
     overrides.update({k: a[k] for k in ("depth_topic", "image_topic") if a[k]})
     params.append(overrides)
     env = {}

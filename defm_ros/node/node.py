@@ -17,14 +17,16 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.subscription import Subscription
 
-from ..features import feature_msgs, refined_msgs
+from ..features import REFINED_POINTS, feature_msgs, refined_msgs
 from ..inputs import camera_inputs
+from ..msgs.points import camera_matrix
 from . import ros_io
 from .diagnostics import camera_status, node_status, startup_line
 from .params import (
@@ -95,7 +97,7 @@ class DefmNode(LifecycleNode):
 
             self.refiner = Refiner(**refiner)
         for ns, source in camera_inputs(input_modality(p), p, self.resolve_topic_name):
-            pubs = ros_io.camera_publishers(self, ns, refined=self.refiner is not None)
+            pubs = ros_io.camera_publishers(self, ns, refined=self.refiner is not None, points=p["publish_points"])
             self.cameras.append(Camera(source, pubs, ros_io.InferenceGate()))
         self.frames = LatestFrames(len(self.cameras))
         log = self.get_logger()
@@ -103,8 +105,8 @@ class DefmNode(LifecycleNode):
                                    ros_io.deserialize, self._publish,
                                    warn=lambda m: log.warn(m, throttle_duration_sec=2.0),
                                    error=lambda m: log.error(m, throttle_duration_sec=2.0), stopping=self.stopping,
-                                   stage=None if self.refiner is None else RefineStage(self.refiner,
-                                                                                       self._publish_refined))
+                                   stage=None if self.refiner is None else RefineStage(
+                                       self.refiner, self._publish_refined, self._points_wanted))
         self.state = "inactive"
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -224,10 +226,24 @@ class DefmNode(LifecycleNode):
             c.pubs[kind].publish(msg)
         c.published(frame, header.stamp.sec + header.stamp.nanosec * 1e-9, self.get_clock().now().nanoseconds * 1e-9)
 
-    def _publish_refined(self, frame, depth, mask) -> None:
-        header, pubs = frame.header(self.cameras[frame.camera].source), self.cameras[frame.camera].pubs
-        for kind, msg in refined_msgs(header, depth, mask).items():
-            pubs[kind].publish(msg)
+    def _points_wanted(self, frame) -> np.ndarray | None:
+        """The frame's camera matrix where its points are published and someone listens (else None: the
+        refiner does not back-project it); a camera_info without one costs the points, with a warning."""
+        pub = self.cameras[frame.camera].pubs.get(REFINED_POINTS)
+        if pub is None or pub.get_subscription_count() == 0:
+            return None
+        try:
+            return camera_matrix(frame.msg["camera_info"])
+        except ValueError as exc:
+            self.get_logger().warn(f"no points: {exc}", throttle_duration_sec=2.0)
+            return None
+
+    def _publish_refined(self, frame, depth, mask, points) -> None:
+        c = self.cameras[frame.camera]
+        msgs = refined_msgs(frame.header(c.source), depth, mask, frame.msg["camera_info"], points)
+        for kind, msg in msgs.items():
+            c.pubs[kind].publish(msg)
+        c.stats.points_out += points is not None
 
     # --- diagnostics ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -72,6 +72,8 @@ PARAMS = {
                 "other processes share the cores", (0, 256)),
     "output_dtype": (DEFAULT_DTYPE, "feature message precision (32FC<C> or 16FC<C>)", OUTPUT_DTYPES),
     "publish_pca": (False, "also publish ~/features/pca (rgb8) for RViz/Foxglove", None),
+    "publish_points": (False, "with refine: also publish ~/depth_refined/points (PointCloud2, organised x, y, z; "
+                       "back-projected only while someone subscribes)", None),
     "batch_window_ms": (5.0, "multi-camera: wait this long for the other cameras' frames", (0.0, 200.0)),
     "stale_warn_s": (1.0, "diagnostics WARN after this long without input", (0.01, 3600.0)),
     "stale_error_s": (5.0, "diagnostics ERROR after this long without input", (0.01, 3600.0)),
@@ -133,6 +135,8 @@ def check_all(p: Mapping[str, Any]) -> list[str]:
     if p["refine"] != "none" and p["model"] in MODELS and MODELS[p["model"]].modality != "depth":
         problems.append(f"refine feeds refined depth to a depth model; {p['model']} takes "
                         f"{MODELS[p['model']].modality}")
+    if p["publish_points"] and p["refine"] == "none":
+        problems.append("publish_points publishes the refined depth's points: set refine too (e.g. refine:=lingbot)")
     if p["model"] in MODELS:
         kind = INPUTS[input_modality(p)]
         if p["transport"] not in kind.transports:

@@ -99,6 +99,7 @@ class StreamStats:
     last_input: float | None = None
     total_out: int = 0
     total_in: int = 0
+    points_out: int = 0  # refined frames whose points were computed and published (only while subscribed)
 
     def on_input(self, now: float, frames: int = 1) -> None:
         """`frames` > 1: this frame plus the ones the publisher sent that never arrived (SequenceGaps)."""
@@ -223,17 +224,21 @@ class Processor:
 
 class RefineStage:
     """The stage in front of a depth encoder (Processor's `stage`): refined depth from packed RGB-D, handed to
-    the encoder where it lies (on the refiner's device), its host copy and mask published per frame."""
+    the encoder where it lies (on the refiner's device), its host copy, mask and points published per frame.
 
-    def __init__(self, refiner: Any, publish: Callable[[Frame, np.ndarray, np.ndarray], None]) -> None:
-        self.refiner, self.publish = refiner, publish
+    `intrinsics(frame)`: the frame's 3x3 pixel camera matrix where its points are wanted (someone listens),
+    else None; points are computed for those frames only."""
+
+    def __init__(self, refiner: Any, publish: Callable[[Frame, np.ndarray, np.ndarray, np.ndarray | None], None],
+                 intrinsics: Callable[[Frame], np.ndarray | None] = lambda frame: None) -> None:
+        self.refiner, self.publish, self.intrinsics = refiner, publish, intrinsics
 
     def __call__(self, frames: list[Frame], rgbd: np.ndarray) -> Any:
         from ..refiner import refine_for_encoder
 
-        depth, host_depth, mask = refine_for_encoder(self.refiner, rgbd)
+        depth, host_depth, mask, points = refine_for_encoder(self.refiner, rgbd, [self.intrinsics(f) for f in frames])
         for k, frame in enumerate(frames):
-            self.publish(frame, host_depth[k], mask[k])
+            self.publish(frame, host_depth[k], mask[k], points[k])
         return depth
 
 

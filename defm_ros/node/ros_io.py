@@ -19,9 +19,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
+from ..features import REFINED_INFO, REFINED_POINTS
 from .diagnostics import Status
 from .runner import Parts, run
 
@@ -71,8 +72,9 @@ def subscribe_raw(node: Any, msg_type: str, topic: str, reliability: str, group:
                                     callback_group=group)
 
 
-def camera_publishers(node: Any, ns: str, refined: bool) -> dict[str, Any]:
-    """One camera's lifecycle publishers (SPEC §5): features, PCA preview, latched info, refined depth."""
+def camera_publishers(node: Any, ns: str, refined: bool, points: bool = False) -> dict[str, Any]:
+    """One camera's lifecycle publishers (SPEC §5): features, PCA preview, latched info; refined depth, its
+    mask and camera_info (`refined`) and points (`points`), keyed by topic below `ns` (features.refined_msgs)."""
     out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
@@ -84,6 +86,9 @@ def camera_publishers(node: Any, ns: str, refined: bool) -> dict[str, Any]:
     if refined:
         pubs["depth_refined"] = pub(Image, f"{ns}/depth_refined", out_qos, **overridable)
         pubs["depth_refined_mask"] = pub(Image, f"{ns}/depth_refined_mask", out_qos)
+        pubs[REFINED_INFO] = pub(CameraInfo, f"{ns}/{REFINED_INFO}", out_qos, **overridable)
+    if refined and points:
+        pubs[REFINED_POINTS] = pub(PointCloud2, f"{ns}/{REFINED_POINTS}", out_qos, **overridable)
     return pubs
 
 

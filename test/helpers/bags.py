@@ -15,7 +15,9 @@ DEPTH_TOPICS = ["/cam/depth", "/cam2/depth/compressedDepth", "/zed/depth"]
 # features are named after the camera, not the transport (as the node names them): /cam2/depth/features/*
 CAMERAS = {"/cam/depth": "/cam/depth", "/cam2/depth/compressedDepth": "/cam2/depth", "/zed/depth": "/zed/depth"}
 RS_DEPTH, RS_COLOR = "/camera/camera/aligned_depth_to_color/image_raw", "/camera/camera/color/image_raw"
+RS_INFO = "/camera/camera/color/camera_info"
 IMAGE, COMPRESSED = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 T0 = 1_700_000_000 * 10**9  # the recordings start here (ns)
 
 
@@ -138,24 +140,42 @@ def write_colour_bag(path: Path, rgbs: list[np.ndarray]) -> dict:
     return expected
 
 
-def write_rgbd_bag(path: Path, scenes: list[tuple[np.ndarray, np.ndarray]]) -> list:
-    """Aligned RealSense topics: each scene's depth and colour with one stamp; then a depth frame whose colour
-    never comes (unpaired) and a pair whose colour has half the depth's size (misaligned).
-    Returns [(log_time, stamp, rgb, depth_m)] of the good pairs."""
+def camera_info(ts: Any, stamp: int, frame_id: str, k: np.ndarray, height: int, width: int) -> Any:
+    """A sensor_msgs/CameraInfo of `ts` with the 3x3 camera matrix `k` for a height x width image."""
+    return ts.types[CAMERA_INFO](header=header(ts, stamp, frame_id), height=height, width=width,
+                                 distortion_model="plumb_bob", d=np.zeros(5), k=np.asarray(k, float).reshape(-1),
+                                 r=np.eye(3).reshape(-1), p=np.zeros(12), binning_x=0, binning_y=0,
+                                 roi=ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                                                   width=0, do_rectify=False))
+
+
+def write_rgbd_bag(path: Path, scenes: list[tuple[np.ndarray, np.ndarray]], ks: list[np.ndarray] | None = None) -> list:
+    """Aligned RealSense topics: each scene's depth and colour with one stamp (with `ks`, the colour's camera_info
+    too, its camera matrix ks[scene], on RS_INFO); then a depth frame whose colour never comes (unpaired) and a
+    pair whose colour has half the depth's size (misaligned). Returns [(log_time, stamp, rgb, depth_m)] of the
+    good pairs."""
     expected = []
     with BagWriter(path) as bag:
         ts = bag.ts
         bag.add(RS_DEPTH, IMAGE)
         bag.add(RS_COLOR, IMAGE)
+        if ks is not None:
+            bag.add(RS_INFO, CAMERA_INFO)
+
+        def color(log_time: int, stamp: int, rgb: np.ndarray, k: int) -> None:
+            bag.write(RS_COLOR, log_time, image(ts, stamp, "cam", "rgb8", rgb))
+            if ks is not None:
+                bag.write(RS_INFO, log_time + 1, camera_info(ts, stamp, "cam", ks[k], *rgb.shape[:2]))
+
         for k, (rgb, mm) in enumerate(scenes):
             stamp = T0 + k * 10**8
             bag.write(RS_DEPTH, stamp + 5, image(ts, stamp, "cam", "16UC1", mm))
-            bag.write(RS_COLOR, stamp + 9, image(ts, stamp, "cam", "rgb8", rgb))  # colour arrives after its depth
+            color(stamp + 9, stamp, rgb, k)  # colour arrives after its depth
             expected.append((stamp + 5, stamp, rgb, mm.astype(np.float32) / 1000))
         rgb, mm = scenes[0]
         bag.write(RS_DEPTH, T0 + 10**9, image(ts, T0 + 10**9, "cam", "16UC1", mm))  # no colour with this stamp
         bag.write(RS_DEPTH, T0 + 2 * 10**9, image(ts, T0 + 2 * 10**9, "cam", "16UC1", mm))
-        bag.write(RS_COLOR, T0 + 2 * 10**9 + 1, image(ts, T0 + 2 * 10**9, "cam", "rgb8", rgb[::2, ::2].copy()))
+        color(T0 + 2 * 10**9 + 1, T0 + 2 * 10**9, rgb[::2, ::2].copy(), 0)
     return expected
 
 
