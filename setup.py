@@ -26,7 +26,7 @@ setup(
     ],
     install_requires=["setuptools", "numpy", "pillow"],
     extras_require={"torch": ["torch", "torchvision", "huggingface_hub", "tqdm", "safetensors"],
-                    "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap", "filelock"], "ray": ["ray>=2.9"]},
+                    "onnx": ["onnx", "onnxruntime"], "bags": ["rosbags", "mcap", "filelock", "pyarrow"], "ray": ["ray>=2.9"]},
     python_requires=">=3.10",
     zip_safe=True,
     maintainer="defm_ros maintainers",
