@@ -97,43 +97,48 @@ def _stats_json(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     return {f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()}
 
 
+def check_settings(root: Path, settings: dict[str, Any]) -> None:
+    """Record what every episode of the dataset at `root` must share (the features' origin, fps, ...), or refuse
+    (ValueError) when it was made with other settings."""
+    have = Path(root) / SETTINGS
+    if not have.exists():
+        _write_json(have, settings)
+        return
+    old = json.loads(have.read_text(encoding="utf8"))
+    if diff := sorted(k for k in {**old, **settings} if old.get(k) != settings.get(k)):
+        detail = ", ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in diff)
+        raise ValueError(f"LeRobot dataset {root} was made with other settings ({detail}); use the same "
+                         f"settings, --overwrite, or another --out")
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf8")) if path.exists() else None
+
+
+def read_episodes(root: Path) -> list[dict[str, Any]]:
+    """The rows of meta/episodes, in episode order (those info.json counts)."""
+    import pyarrow.parquet as pq
+
+    info, path = _load_json(Path(root) / "meta/info.json"), Path(root) / EPISODES_PATH
+    if info is None or not path.exists():
+        return []
+    return pq.read_table(path).to_pylist()[: info["total_episodes"]]
+
+
 class LeRobotWriter:
-    """A LeRobot v3.0 dataset at `root`, opened to append episodes. `settings`: what every episode must share
-    (the features' origin, fps, ...); a dataset made with other settings is refused (ValueError)."""
+    """A LeRobot v3.0 dataset at `root`, opened to append episodes (one writer at a time)."""
 
-    def __init__(self, root: Path, settings: dict[str, Any]) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        have = self.root / SETTINGS
-        if have.exists():
-            old = json.loads(have.read_text(encoding="utf8"))
-            if diff := sorted(k for k in {**old, **settings} if old.get(k) != settings.get(k)):
-                detail = ", ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in diff)
-                raise ValueError(f"LeRobot dataset {self.root} was made with other settings ({detail}); use the "
-                                 f"same settings, --overwrite, or another --out")
-        else:
-            _write_json(have, settings)
-        self.info = self._load_json("meta/info.json")
+        self.info = _load_json(self.root / "meta/info.json")
         self._clean()
-
-    def _load_json(self, rel: str) -> Any:
-        path = self.root / rel
-        return json.loads(path.read_text(encoding="utf8")) if path.exists() else None
 
     def _clean(self) -> None:
         """Remove what a killed append left: temporary files, and data files of episodes info.json lacks."""
         done = 0 if self.info is None else self.info["total_episodes"]
-        for path in list(self.root.glob("**/.*.tmp")) + [
-                p for p in self.root.glob("data/*/*.parquet") if _file_number(p) >= done]:
+        for path in [*self.root.glob("data/*/.*.tmp"), *self.root.glob("meta/**/.*.tmp"),
+                     *(p for p in self.root.glob("data/*/*.parquet") if _file_number(p) >= done)]:
             path.unlink()
-
-    def episodes(self) -> list[dict[str, Any]]:
-        """The rows of meta/episodes, in episode order."""
-        import pyarrow.parquet as pq
-
-        path = self.root / EPISODES_PATH
-        if self.info is None or not path.exists():
-            return []
-        return pq.read_table(path).to_pylist()[: self.info["total_episodes"]]
 
     def append(self, columns: dict[str, np.ndarray], names: dict[str, list[str] | None], fps: int, task: str,
                extra: dict[str, Any]) -> int:
@@ -142,7 +147,7 @@ class LeRobotWriter:
         episode_index."""
         import pyarrow as pa
 
-        episodes = self.episodes()
+        episodes = read_episodes(self.root)
         ep, start, n = len(episodes), (self.info or {}).get("total_frames", 0), len(columns["timestamp"])
         tasks = self._tasks()
         task_index = tasks.setdefault(task, len(tasks))
@@ -161,7 +166,7 @@ class LeRobotWriter:
                **{f"stats/{f}/{k}": v.tolist() for f, s in stats.items() for k, v in s.items()}}
         _write_parquet(self.root / EPISODES_PATH, pa.Table.from_pylist([*episodes, row]))
         _write_parquet(self.root / "meta/tasks.parquet", _tasks_table(tasks))
-        old = self._load_json("meta/stats.json") if ep else None
+        old = _load_json(self.root / "meta/stats.json") if ep else None
         if old is not None:
             stats = {k: aggregate({s: np.asarray(v) for s, v in old[k].items()}, stats[k]) for k in stats}
         _write_json(self.root / "meta/stats.json", _stats_json(stats))
