@@ -81,9 +81,7 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     An RGB-D model (lingbot_rgbd_vitl14) pairs the same way and encodes the pairs.
     `prefetch`: read and decode on a background thread, up to two batches ahead of the forward pass
     (bench/bench_extract.py); False reads on the calling thread. The outputs are the same.
-    `lerobot`: also stage this bag's episode of a LeRobot dataset (lerobot.py; `assemble` adds it), its frames
-    kept in the dataset (`dataset`) or in a store of its own; BagReadError for a bag without its state/action
-    topics. An episode already staged or in the dataset is not made again.
+    `lerobot`: also stage the bag's episode of a LeRobot dataset (lerobot.py, whose `assemble` adds it).
     """
     _check_options(write_bag, dataset or lerobot is not None, dtype, batch, segment_frames, chunk_frames, limit,
                    encoder_options)
@@ -103,13 +101,11 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
             result.complete = True
             return result
         result.frames_total = sum(t.count or 0 for t in found)
-        span = source.time_range
-        result.bag_duration_s = (span[1] - span[0]) / 1e9 if span else 0.0
+        result.bag_duration_s = (span[1] - span[0]) / 1e9 if (span := source.time_range) else 0.0
         enc = encoder if encoder is not None else build_encoder(**encoder_options)
         info = enc.info if refiner is None else {**enc.info, "refined_by": refiner.info}
         fp = fingerprint(info, dtype, depth_scale, refiner)
-        key = None if lerobot is None else _episode(source, lerobot, out, name, fp, result)
-        store = out / f"{name}_dataset" if dataset else None if key is None else staging(lerobot.root, key) / "frames"
+        key, store = _stores(source, lerobot, out, name, dataset, fp, result)
         if not (write_bag or store):
             result.complete = True
             return result
@@ -120,19 +116,22 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
             on_batch=on_batch, depth_of=depth_of, prefetch=prefetch)
         if key is not None and result.complete:
             result.notes.append(write_episode(source, store, lerobot, key))
-            result.outputs["lerobot"] = str(lerobot.root)
     return result
 
 
-def _episode(source: BagSource, lerobot: LeRobotOptions, out: Path, name: str, fp: dict[str, Any],
-             result: ExtractResult) -> str | None:
-    """The bag's LeRobot episode (its key) when still to be made; None (noted) when staged or in the dataset."""
-    open_episode(source, lerobot, fp)
-    key = episode_key(out, name, lerobot.root)
-    if pending(lerobot, key):
-        return key
-    result.notes.append(f"its LeRobot episode is already made ({lerobot.root})")
-    return None
+def _stores(source: BagSource, lerobot: LeRobotOptions | None, out: Path, name: str, dataset: bool,
+            fp: dict[str, Any], result: ExtractResult) -> tuple[str | None, Path | None]:
+    """The bag's LeRobot episode (its key) when still to be made, else None (noted: staged or in the dataset);
+    and where its frames go: the --dataset, else the episode's own store, else nowhere."""
+    key = None
+    if lerobot is not None:
+        open_episode(source, lerobot, fp)
+        result.outputs["lerobot"] = str(lerobot.root)
+        if pending(lerobot, key := episode_key(out, name, lerobot.root)):
+            return key, out / f"{name}_dataset" if dataset else staging(lerobot.root, key) / "frames"
+        result.notes.append(f"its LeRobot episode is already made ({lerobot.root})")
+        key = None
+    return key, out / f"{name}_dataset" if dataset else None
 
 
 def _check_options(write_bag: bool, dataset: bool, dtype: str, batch: int, segment_frames: int, chunk_frames: int,
