@@ -22,7 +22,7 @@ import numpy as np
 from ..inputs import camera_topic
 from .lerobot_format import LeRobotWriter, check_settings, read_episodes
 from .robot_msgs import message_time, reader_for
-from .sinks import iter_chunks
+from .sinks import OutputMismatchError, iter_chunks
 from .source import BagReadError, BagSource, find_topics
 from .timegrid import grid, hold, median_rate
 
@@ -126,7 +126,10 @@ def pending(options: LeRobotOptions, key: str) -> bool:
 def open_episode(source: BagSource, options: LeRobotOptions, fingerprint: dict[str, Any]) -> None:
     """Refuse a dataset of other settings, and a bag lacking a state/action topic (BagReadError, that bag
     alone), before anything is encoded."""
-    check_settings(options.root, options.settings(fingerprint))
+    try:
+        check_settings(options.root, options.settings(fingerprint))
+    except ValueError as exc:
+        raise OutputMismatchError(str(exc)) from None
     have = {t.name: t for t in source.topics}
     topics = [t for ts in options.signals.values() for t in ts]
     if missing := [t for t in topics if t not in have or have[t].count == 0]:
