@@ -3,7 +3,8 @@ topics for a DeFM model, the colour topics for a Theia model (found by their mes
 
 For each BAG, writes OUT/<name>_features/ (a rosbag2 mcap bag with <topic>/features/dense, /cls and
 /info at the original timestamps) and, with --dataset, OUT/<name>_dataset/ (chunked .npz files for
-policy training; read them with defm_ros.extract.load_dataset). Ctrl-C leaves every output readable
+policy training; read them with defm_ros.extract.load_dataset) and, with --lerobot, OUT/lerobot/ (one LeRobot
+v3.0 dataset, an episode per bag, robot state and actions aligned). Ctrl-C leaves every output readable
 and flagged partial; --resume adds only the frames still missing. Exit codes: 0 done, 1 a bag could
 not be read or processed, 2 usage error, 130 interrupted."""
 
