@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from defm_ros.extract import build_encoder, extract_bag
+from defm_ros.extract import build_encoder, extract_bag, load_dataset
 from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, episode_key
 
 from .helpers.bags import CMD_VEL, JOINT_STATES, JOINTS, RS_COLOR, RS_DEPTH, T0, write_robot_bag
@@ -218,8 +218,9 @@ def test_a_theia_bag_gives_its_colour_embeddings(tmp_path, shared_data):
     options = LeRobotOptions(root=tmp_path / "out" / "lerobot", fps=FPS, state=(JOINT_STATES,), action=(CMD_VEL,),
                              camera_keys=(("/cam/color/image_raw", "front"),))
     result = extract_bag(tmp_path / "colour", tmp_path / "out", encoder=enc, write_bag=False, lerobot=options,
-                         progress=False)
+                         dataset=True, progress=False)  # the frames stay in the --dataset, the episode is made of them
     assert result.complete, result.summary()
+    assert len(load_dataset(tmp_path / "out" / "colour_dataset")["cls"]) == len(expected["/cam/color/image_raw"])
     assert len(assemble(options, [episode_key(tmp_path / "out", "colour", options.root)])) == 1
     rows, _, meta = load_with_lerobot(options.root, tmp_path / "oracle", {})
     assert meta["features"]["observation.front_embedding"]["shape"] == [192]

@@ -214,6 +214,7 @@ def write_episode(source: BagSource, store: Path, options: LeRobotOptions, key: 
         if len(topics) > 1:
             names[col] = [f"{topic}:{n}" for topic, (_, _, ns) in zip(topics, signals[col], strict=True) for n in ns]
     where = staging(options.root, key)
+    where.mkdir(parents=True, exist_ok=True)  # the frames may be in the --dataset, elsewhere
     tmp = where / ".episode.tmp.npz"
     np.savez(tmp, **cols)
     os.replace(tmp, where / "episode.npz")
