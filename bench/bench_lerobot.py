@@ -70,7 +70,8 @@ def write_robot_bag(path: Path, frames: int) -> np.ndarray:
             linear=V(x=i / 100, y=0.0, z=0.0), angular=V(x=0.0, y=0.0, z=-i / 100))))
     writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
     writer.open()
-    conns = {topic: writer.add_connection(topic, msg.__msgtype__, typestore=ts) for _, topic, msg in events[::-1]}
+    types = {topic: msg.__msgtype__ for _, topic, msg in events}
+    conns = {topic: writer.add_connection(topic, msgtype, typestore=ts) for topic, msgtype in types.items()}
     for t, topic, msg in sorted(events, key=lambda e: e[0]):
         writer.write(conns[topic], t, ts.serialize_cdr(msg, msg.__msgtype__))
     writer.close()

@@ -122,6 +122,9 @@ def test_lerobot_loads_every_row_in_force_windows_stats_and_one_episode_per_bag(
         np.testing.assert_allclose(stats["std"], rows[col].std(0), rtol=1e-3, atol=1e-5)
         np.testing.assert_array_equal(stats["min"], rows[col].min(0))
         assert stats["count"] == [len(rows[col])] and {"q01", "q99"} <= set(stats)
+    dense = rows["observation.cam.depth_features"]  # maps: per channel
+    np.testing.assert_allclose(np.squeeze(meta["stats"]["observation.cam.depth_features"]["mean"]),
+                               dense.mean(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
 
 
 def _tables(root: Path) -> dict:

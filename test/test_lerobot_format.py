@@ -32,6 +32,12 @@ def test_column_stats_and_their_aggregate_are_those_of_the_rows():
         np.testing.assert_allclose(agg[k], want, rtol=1e-10)
     np.testing.assert_allclose(agg["q10"], (sa["q10"] * 40 + sb["q10"] * 60) / 100)  # LeRobot's estimate
     assert agg["count"].tolist() == [100] and column_stats(np.arange(5))["mean"].shape == (1,)
+    maps = np.random.default_rng(2).normal(size=(6, 4, 2, 3))  # per channel, as LeRobot keeps image stats
+    per_channel = column_stats(maps)
+    assert per_channel["mean"].shape == (4, 1, 1) and per_channel["count"].tolist() == [6]
+    np.testing.assert_allclose(per_channel["std"][:, 0, 0], maps.std(axis=(0, 2, 3)))
+    np.testing.assert_allclose(per_channel["q90"][:, 0, 0], np.quantile(np.moveaxis(maps, 1, 0).reshape(4, -1), 0.9,
+                                                                        axis=1))
 
 
 def test_episodes_appended_load_in_lerobot_with_their_rows_and_stats(tmp_path):
@@ -47,7 +53,9 @@ def test_episodes_appended_load_in_lerobot_with_their_rows_and_stats(tmp_path):
     for k in ("observation.cam_embedding", "observation.cam_features", "observation.state"):
         want = np.concatenate([e[k] for e in eps])
         np.testing.assert_array_equal(rows[k], want.astype(np.float32))
-        np.testing.assert_allclose(meta["stats"][k]["mean"], want.astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
+        axes = (0, 2, 3) if want.ndim == 4 else 0
+        np.testing.assert_allclose(np.squeeze(meta["stats"][k]["mean"]), want.astype(np.float64).mean(axes),
+                                   rtol=1e-5, atol=1e-6)
     assert meta["features"]["observation.state"]["names"] == ["a", "b", "c"]
 
 

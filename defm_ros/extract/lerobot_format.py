@@ -69,13 +69,18 @@ def to_arrow(values: np.ndarray) -> Any:
 
 
 def column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """LeRobot's statistics of one column over its rows (axis 0), each of the row's shape ([1] for scalars)."""
-    x = values.astype(np.float64).reshape(len(values), -1) if values.ndim > 1 else values.astype(np.float64)[:, None]
-    shape = values.shape[1:] or (1,)
+    """LeRobot's statistics of one column over its rows: per element of a vector (shape [C]; [1] for scalars),
+    per channel of a map [C, h, w] (shape [C, 1, 1], as LeRobot keeps them for images: they broadcast over the
+    map, and per-element statistics of a dense map would outweigh the map itself)."""
+    v = values.astype(np.float64)
+    if v.ndim > 2:
+        x, shape = np.moveaxis(v, 1, -1).reshape(-1, v.shape[1]), (v.shape[1],) + (1,) * (v.ndim - 2)
+    else:
+        x, shape = v.reshape(len(v), -1), v.shape[1:] or (1,)
     stats = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
     stats.update({f"q{round(q * 100):02d}": v for q, v in zip(QUANTILES, np.quantile(x, QUANTILES, axis=0),
                                                                strict=True)})
-    out = {k: v.reshape(shape) for k, v in stats.items()}
+    out = {k: s.reshape(shape) for k, s in stats.items()}
     out["count"] = np.array([len(values)])
     return out
 
