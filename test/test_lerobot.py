@@ -195,6 +195,16 @@ def test_a_bag_without_the_named_topics_fails_alone(cli, capsys, robot_bags, dep
     assert [e["defm_ros/source"] for e in episodes] == [str(good)]
 
 
+def test_a_bag_whose_rows_differ_from_the_datasets_fails_alone(cli, capsys, robot_bags, depth_pngs, tmp_path):
+    other = tmp_path / "two_joints"
+    write_robot_bag(other, {CAM: ("16UC1", depth_pngs[:1])}, seconds=0.5, joints=("a", "b"))
+    good = next(iter(robot_bags))
+    assert cli(good, other, "--out", tmp_path / "o", *COMMON) == 1
+    assert "its episode cannot join" in capsys.readouterr().err
+    episodes = pq.read_table(tmp_path / "o/lerobot/meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [e["defm_ros/source"] for e in episodes] == [str(good)]
+
+
 def test_a_topic_of_another_type_is_a_usage_error_before_the_model_loads(cli, capsys, robot_bags, tmp_path,
                                                                         monkeypatch):
     import defm_ros.extract as extract_pkg
@@ -224,7 +234,8 @@ def test_a_theia_bag_gives_its_colour_embeddings(tmp_path, shared_data):
                          dataset=True, progress=False)  # the frames stay in the --dataset, the episode is made of them
     assert result.complete, result.summary()
     assert len(load_dataset(tmp_path / "out" / "colour_dataset")["cls"]) == len(expected["/cam/color/image_raw"])
-    assert len(assemble(options, [episode_key(tmp_path / "out", "colour", options.root)])) == 1
+    added, failed = assemble(options, [episode_key(tmp_path / "out", "colour", options.root)])
+    assert len(added) == 1 and failed == []
     rows, _, meta = load_with_lerobot(options.root, tmp_path / "oracle", {})
     assert meta["features"]["observation.front_embedding"]["shape"] == [192]
     cls, _ = enc.encode(np.stack([rgb for _, rgb in expected["/cam/color/image_raw"]])).numpy()

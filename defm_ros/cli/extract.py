@@ -153,9 +153,9 @@ def _extract_on_ray(args: argparse.Namespace) -> int:
                             refiner_options=_refiner_options(args), threads=args.ray_threads,
                             progress=_bars(args), **_job_options(args))
     print(report(args.bags, results))
-    if args.lerobot_options is not None:  # every bag has ended: the episodes in the bags' order
-        assemble(args.lerobot_options, args.bags, args.outs)
-    return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) else 1
+    failed = 0 if args.lerobot_options is None else assemble(args.lerobot_options, args.bags, args.outs)  # in order
+    return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) and not failed \
+        else 1
 
 
 def _extract_all(args: argparse.Namespace) -> int:
@@ -193,7 +193,7 @@ def _extract_all(args: argparse.Namespace) -> int:
         results.append(result)
         print(result.summary())
         if args.lerobot_options is not None:
-            assemble(args.lerobot_options, [bag], [out])
+            failed += assemble(args.lerobot_options, [bag], [out])
         if not result.complete and not result.limited:
             failed += 1
     if len(results) > 1:

@@ -5,6 +5,7 @@ error, and --fps defaults to the first camera topic's median rate."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,12 +60,17 @@ def lerobot_options(args: argparse.Namespace, modality: str) -> LeRobotOptions |
     return options
 
 
-def assemble(options: LeRobotOptions, bags: list[Path], outs: list[Path]) -> None:
-    """Add the staged episodes of `bags` to the dataset, in that order, and say so."""
+def assemble(options: LeRobotOptions, bags: list[Path], outs: list[Path]) -> int:
+    """Add the staged episodes of `bags` to the dataset, in that order, and say so; returns how many could not
+    join it (an error for those bags alone)."""
     from ..extract import output_name
     from ..extract.lerobot import assemble as add
     from ..extract.lerobot import episode_key
 
-    keys = [episode_key(o, output_name(b), options.root) for b, o in zip(bags, outs, strict=True)]
-    for line in add(options, keys):
+    added, failed = add(options, [episode_key(o, output_name(b), options.root) for b, o in zip(bags, outs,
+                                                                                              strict=True)])
+    for line in added:
         print(line)
+    for line in failed:
+        print(f"defm-ros extract: error: {line}", file=sys.stderr)
+    return len(failed)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs import camera_topic
+from .guards import output_lock
 from .lerobot_format import LeRobotWriter, check_settings, read_episodes
 from .robot_msgs import message_time, reader_for
 from .sinks import OutputMismatchError, iter_chunks
@@ -225,23 +226,30 @@ def write_episode(source: BagSource, store: Path, options: LeRobotOptions, key: 
             + (f"; {left_out} row(s) left out before every topic had a message" if left_out else ""))
 
 
-def assemble(options: LeRobotOptions, keys: Sequence[str]) -> list[str]:
+def assemble(options: LeRobotOptions, keys: Sequence[str]) -> tuple[list[str], list[str]]:
     """Append the staged episodes of `keys` to the dataset, in that order (those not staged: skipped), and drop
-    their staging. Returns a line per episode."""
-    writer, lines = LeRobotWriter(options.root), []
-    for key in keys:
-        where = staging(options.root, key)
-        if not (where / "episode.json").exists():
-            continue
-        meta = json.loads((where / "episode.json").read_text(encoding="utf8"))
-        with np.load(where / "episode.npz") as z:
-            cols = {k: z[k] for k in z.files}
-        ep = writer.append(cols, meta["names"], options.fps, options.task,
-                           {"defm_ros/episode": key, "defm_ros/source": meta["source"], "defm_ros/t0_ns": meta["t0_ns"],
-                            "defm_ros/rows_left_out": meta["left_out"]})
-        lines.append(f"{meta['source']}: episode {ep} of {options.root}: {len(cols['timestamp'])} rows"
-                     + (f" ({meta['left_out']} left out before every topic had a message)" if meta["left_out"] else ""))
-        shutil.rmtree(where)
-    if (options.root / STAGING).exists() and not any(p.is_file() for p in (options.root / STAGING).rglob("*")):
-        shutil.rmtree(options.root / STAGING)
-    return lines
+    their staging. Returns a line per episode added, and one per episode that cannot join the dataset (its
+    columns differ from the dataset's: kept staged, the others still added)."""
+    added, failed = [], []
+    with output_lock(options.root.parent / ".locks" / "lerobot.lock"):
+        writer = LeRobotWriter(options.root)
+        for key in keys:
+            where = staging(options.root, key)
+            if not (where / "episode.json").exists():
+                continue
+            meta = json.loads((where / "episode.json").read_text(encoding="utf8"))
+            with np.load(where / "episode.npz") as z:
+                cols = {k: z[k] for k in z.files}
+            extra = {"defm_ros/episode": key, "defm_ros/source": meta["source"], "defm_ros/t0_ns": meta["t0_ns"],
+                     "defm_ros/rows_left_out": meta["left_out"]}
+            try:
+                ep = writer.append(cols, meta["names"], options.fps, options.task, extra)
+            except ValueError as exc:
+                failed.append(f"{meta['source']}: its episode cannot join {options.root}: {exc}")
+                continue
+            added.append(f"{meta['source']}: episode {ep} of {options.root}: {len(cols['timestamp'])} rows" + (
+                f" ({meta['left_out']} left out before every topic had a message)" if meta["left_out"] else ""))
+            shutil.rmtree(where)
+        if (options.root / STAGING).exists() and not any(p.is_file() for p in (options.root / STAGING).rglob("*")):
+            shutil.rmtree(options.root / STAGING)
+    return added, failed

@@ -33,7 +33,7 @@ SETTINGS = "meta/defm_ros.json"  # what must match for an episode to join (not r
 def _write_atomic(path: Path, write: Any) -> None:
     """`write(tmp)` then rename over `path`: a reader sees the old file or the new, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # writers in other processes (Ray) use their own
     write(tmp)
     os.replace(tmp, path)
 

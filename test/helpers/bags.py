@@ -187,7 +187,7 @@ JOINT_STATES, CMD_VEL = "/joint_states", "/cmd_vel"
 JOINTS = ("shoulder", "elbow", "wrist")
 
 
-def _robot_events(ts: Any, seconds: float, seed: int) -> tuple[list, dict]:
+def _robot_events(ts: Any, seconds: float, seed: int, names: tuple[str, ...]) -> tuple[list, dict]:
     """JointState at 100 Hz (header stamps, from 30 ms after the first frame) and Twist at 50 Hz (no header: the
     log time counts, from 55 ms), each message's values its own. Returns ([(log_time, topic, msg)], expected)."""
     rng = np.random.default_rng(seed)
@@ -195,9 +195,9 @@ def _robot_events(ts: Any, seconds: float, seed: int) -> tuple[list, dict]:
     events, joints, twists = [], [], []
     for i in range(int(seconds * 100)):
         stamp = T0 + 30_000_000 + i * 10_000_000
-        pos = rng.normal(size=len(JOINTS))
+        pos = rng.normal(size=len(names))
         events.append((stamp + 1_000_000, JOINT_STATES, ts.types["sensor_msgs/msg/JointState"](
-            header=header(ts, stamp, "base"), name=list(JOINTS), position=pos, velocity=np.zeros(0),
+            header=header(ts, stamp, "base"), name=list(names), position=pos, velocity=np.zeros(0),
             effort=np.zeros(0))))
         joints.append((stamp, pos.astype(np.float32)))
     for i in range(int(seconds * 50)):
@@ -210,7 +210,7 @@ def _robot_events(ts: Any, seconds: float, seed: int) -> tuple[list, dict]:
 
 
 def write_robot_bag(path: Path, cameras: dict[str, tuple[str, list[np.ndarray]]], seconds: float = 2.0,
-                    seed: int = 0, robot: bool = True) -> dict:
+                    seed: int = 0, robot: bool = True, joints: tuple[str, ...] = JOINTS) -> dict:
     """A robot's recording: each camera topic (-> (encoding, images cycled)) at about 10 Hz, frame k stamped
     T0 + k * 100 ms + up to 15 ms of jitter (the first exactly T0), every camera of a frame with the same stamp
     (aligned RGB-D), logged 4 ms after; with `robot` also JointState (100 Hz) and Twist (50 Hz), see _robot_events.
@@ -218,7 +218,7 @@ def write_robot_bag(path: Path, cameras: dict[str, tuple[str, list[np.ndarray]]]
     rng = np.random.default_rng(seed + 1)
     with BagWriter(path) as bag:
         ts = bag.ts
-        events, expected = _robot_events(ts, seconds, seed) if robot else ([], {})
+        events, expected = _robot_events(ts, seconds, seed, joints) if robot else ([], {})
         for topic in cameras:
             expected[topic] = []
         for k in range(int(seconds * 10)):
