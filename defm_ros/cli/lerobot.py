@@ -24,11 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lerobot", action="store_true", help="write OUT/lerobot/, a LeRobot v3.0 dataset")
     g.add_argument("--fps", type=positive_int, default=None,
                    help="rows per second (default: the first camera topic's median rate, rounded)")
-    from ..extract.robot_msgs import READERS
-
-    g.add_argument("--state", action="append", default=None, metavar="TOPIC",
-                   help="observation.state topic (repeatable, concatenated in order) of type "
-                        + ", ".join(t.split("/")[-1] for t in READERS))
+    g.add_argument("--state", action="append", default=None, metavar="TOPIC",  # --help imports no torch: the
+                   help="observation.state topic (repeatable, concatenated in order; a topic of a type not "
+                        "read is refused, with the types that are)")  # types live in extract/robot_msgs.py
     g.add_argument("--action", action="append", default=None, metavar="TOPIC",
                    help="action topic (repeatable, concatenated in order); the same types as --state")
     g.add_argument("--task", default=None, help="the episodes' task text (default: empty)")
