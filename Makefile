@@ -11,8 +11,12 @@ PYBIN  := $(call runnable,$(PYTHON))
 PY310  := $(call runnable,python3.10)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.defm_ros-deps
+# The LeRobot oracle (tests only): its own venv of the same interpreter, which sees .venv's packages
+# (torch, numpy) after its own through a .pth file, so its pins shadow ours without a second torch.
+ORACLE := .venv-lerobot
+ORACLE_STAMP := $(ORACLE)/.oracle-deps
 
-.PHONY: venv demo test test-suite lint bench clean
+.PHONY: venv oracle demo test test-suite lint bench clean
 
 $(PY):
 	@test -n "$(PYBIN)" || { echo "no working $(PYTHON) found" >&2; exit 1; }
@@ -25,10 +29,21 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt setup.py
 
 venv: $(STAMP)
 
+$(ORACLE_STAMP): requirements-lerobot.txt | $(STAMP)
+	$(PY) -m venv $(ORACLE)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(ORACLE)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/defm_ros_base.pth"
+	$(ORACLE)/bin/python -m pip install -q -r requirements-lerobot.txt
+	$(ORACLE)/bin/python -m pip install -q --no-deps lerobot==0.4.4
+	$(ORACLE)/bin/python -c 'from lerobot.datasets.lerobot_dataset import LeRobotDataset'
+	@touch $@
+
+oracle: $(ORACLE_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/defm-ros demo
 
-test: $(STAMP)
+test: $(STAMP) $(if $(filter python3,$(PYTHON)),$(ORACLE_STAMP))
 	$(PY) -m ruff check defm_ros test bench launch
 	$(PY) -m pytest -q test
 ifeq ($(PYTHON),python3)

@@ -83,8 +83,9 @@ class NoopEncoder:
         n, cls, dense = len(xs), self._cls, self._dense
 
         class Features:
-            def numpy(self) -> tuple[np.ndarray, np.ndarray]:
-                return np.broadcast_to(cls, (n, *cls.shape)), np.broadcast_to(dense, (n, *dense.shape))
+            def numpy(self, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:  # Features.numpy's signature
+                c, d = (cls, dense) if dtype is None else (cls.astype(dtype), dense.astype(dtype))
+                return np.broadcast_to(c, (n, *c.shape)), np.broadcast_to(d, (n, *d.shape))
 
         return Features()
 

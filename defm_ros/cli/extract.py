@@ -3,7 +3,8 @@ topics for a DeFM model, the colour topics for a Theia model (found by their mes
 
 For each BAG, writes OUT/<name>_features/ (a rosbag2 mcap bag with <topic>/features/dense, /cls and
 /info at the original timestamps) and, with --dataset, OUT/<name>_dataset/ (chunked .npz files for
-policy training; read them with defm_ros.extract.load_dataset). Ctrl-C leaves every output readable
+policy training; read them with defm_ros.extract.load_dataset) and, with --lerobot, OUT/lerobot/ (one LeRobot
+v3.0 dataset, an episode per bag, robot state and actions aligned). Ctrl-C leaves every output readable
 and flagged partial; --resume adds only the frames still missing. Exit codes: 0 done, 1 a bag could
 not be read or processed, 2 usage error, 130 interrupted."""
 
@@ -28,8 +29,10 @@ from ..config import (
     OUTPUT_DTYPES,
     REFINE,
 )
-from ..models import REFINERS
+from ..models import REFINERS, get_spec
 from .common import CliError, add_device_option, add_model_options, encoder_options, positive_int
+from .lerobot import add_arguments as add_lerobot_arguments
+from .lerobot import assemble, lerobot_options
 
 log = logging.getLogger("defm_ros")
 
@@ -41,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", "-t", action="append", dest="topics", metavar="TOPIC",
                    help="topic to encode (repeatable; default: every topic of the model's modality found)")
     p.add_argument("--dataset", action="store_true", help="also write OUT/<name>_dataset/ for training")
-    p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset)")
+    p.add_argument("--no-bag", action="store_true", help="write no feature bag (use with --dataset or --lerobot)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--dtype", choices=list(OUTPUT_DTYPES), default=DEFAULT_DTYPE,
                    help="feature dtype in the outputs (float16: 16FC<C> messages, half the size)")
@@ -75,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", action="store_true",
                    help="with --refine: also write <topic>/depth_refined/points (PointCloud2), back-projected with "
                         "the camera's camera_info (written as <topic>/depth_refined/camera_info with --refine)")
+    add_lerobot_arguments(p)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -86,8 +90,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise CliError("--resume and --overwrite exclude each other")
-    if args.no_bag and not args.dataset:
-        raise CliError("--no-bag writes nothing unless --dataset is given")
+    if args.no_bag and not (args.dataset or args.lerobot):
+        raise CliError("--no-bag writes nothing unless --dataset or --lerobot is given")
     if args.limit < 0:
         raise CliError("--limit must be >= 0")
     if args.points and args.refine == "none":
@@ -105,6 +109,8 @@ def main(args: argparse.Namespace) -> int:
         if other != bag:
             raise CliError(f"{other} and {bag} would write the same outputs ({out / output_name(bag)}_*); "
                            f"extract them into different --out folders")
+    paired = args.refine != "none" or get_spec(args.model).modality == "rgbd"
+    args.lerobot_options = lerobot_options(args, "depth" if paired else get_spec(args.model).modality)
     if args.ray is not None:
         return _extract_on_ray(args)
     in_main = threading.current_thread() is threading.main_thread()
@@ -125,7 +131,8 @@ def _job_options(args: argparse.Namespace) -> dict:
     """extract_bag's options from the command line (the encoder's are separate)."""
     return dict(topics=args.topics, write_bag=not args.no_bag, dataset=args.dataset, batch=args.batch,
                 dtype=args.dtype, depth_scale=args.depth_scale, resume=args.resume, overwrite=args.overwrite,
-                limit=args.limit, segment_frames=args.segment_frames, compression=args.compression, points=args.points)
+                limit=args.limit, segment_frames=args.segment_frames, compression=args.compression, points=args.points,
+                lerobot=args.lerobot_options)
 
 
 def _encoder_options(args: argparse.Namespace) -> dict:
@@ -151,7 +158,9 @@ def _extract_on_ray(args: argparse.Namespace) -> int:
                             refiner_options=_refiner_options(args), threads=args.ray_threads,
                             progress=_bars(args), **_job_options(args))
     print(report(args.bags, results))
-    return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) else 1
+    failed = 0 if args.lerobot_options is None else assemble(args.lerobot_options, args.bags, args.outs)  # in order
+    return 0 if all(getattr(r, "complete", False) or getattr(r, "limited", False) for r in results) and not failed \
+        else 1
 
 
 def _extract_all(args: argparse.Namespace) -> int:
@@ -188,6 +197,8 @@ def _extract_all(args: argparse.Namespace) -> int:
             continue
         results.append(result)
         print(result.summary())
+        if args.lerobot_options is not None:
+            failed += assemble(args.lerobot_options, [bag], [out])
         if not result.complete and not result.limited:
             failed += 1
     if len(results) > 1:

@@ -14,6 +14,7 @@ from typing import Any
 from ..config import DEFAULT_COMPRESSION, DEFAULT_DEPTH_SCALE, DEFAULT_DTYPE, DEFAULT_MODEL, OUTPUT_DTYPES, check_choice
 from ..models import get_spec
 from .guards import output_lock
+from .lerobot import LeRobotOptions, episode_key, open_episode, pending, staging, write_episode
 from .result import ExtractResult
 from .run import Outputs, run
 from .sinks import FeatureBag, FeatureDataset
@@ -64,7 +65,8 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
                 depth_scale: float = DEFAULT_DEPTH_SCALE, resume: bool = False, overwrite: bool = False, limit: int = 0,
                 segment_frames: int = 1000, compression: str = DEFAULT_COMPRESSION, chunk_frames: int = 256,
                 progress: bool = True, on_batch: Callable[[ExtractResult], None] | None = None, refiner: Any = None,
-                prefetch: bool = True, points: bool = False, **encoder_options: Any) -> ExtractResult:
+                prefetch: bool = True, points: bool = False, lerobot: LeRobotOptions | None = None,
+                **encoder_options: Any) -> ExtractResult:
     """Encode every frame of one bag's topics of the model's modality (depth for DeFM, colour for Theia);
     write `<out>/<name>_features/` (rosbag2, mcap) and/or
     `<out>/<name>_dataset/` (chunked .npz). Returns an ExtractResult; raises ExtractInterrupted
@@ -86,8 +88,10 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     An RGB-D model (lingbot_rgbd_vitl14) pairs the same way and encodes the pairs.
     `prefetch`: read and decode on a background thread, up to two batches ahead of the forward pass
     (bench/bench_extract.py); False reads on the calling thread. The outputs are the same.
+    `lerobot`: also stage the bag's episode of a LeRobot dataset (lerobot.py, whose `assemble` adds it).
     """
-    _check_options(write_bag, dataset, dtype, batch, segment_frames, chunk_frames, limit, encoder_options)
+    _check_options(write_bag, dataset or lerobot is not None, dtype, batch, segment_frames, chunk_frames, limit,
+                   encoder_options)
     bag, out = Path(bag), Path(out)
     name, result = output_name(bag), ExtractResult(bag=str(bag))
     out.mkdir(parents=True, exist_ok=True)
@@ -106,17 +110,38 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
             result.complete = True
             return result
         result.frames_total = sum(t.count or 0 for t in found)
-        span = source.time_range
-        result.bag_duration_s = (span[1] - span[0]) / 1e9 if span else 0.0
+        result.bag_duration_s = (span[1] - span[0]) / 1e9 if (span := source.time_range) else 0.0
         enc = encoder if encoder is not None else build_encoder(**encoder_options)
         info = enc.info if refiner is None else {**enc.info, "refined_by": refiner.info}
+        fp = fingerprint(info, dtype, depth_scale, refiner, points)
         info_of = {} if refiner is None else _camera_infos(source, depth_of, points, result)
-        outputs = _open_outputs(out, name, bag, info, fingerprint(info, dtype, depth_scale, refiner, points), result,
-                                write_bag=write_bag, dataset=dataset, dtype=dtype, segment_frames=segment_frames,
-                                compression=compression, chunk_frames=chunk_frames, overwrite=overwrite, resume=resume)
+        key, store = _stores(source, lerobot, out, name, dataset, fp, result)
+        if not (write_bag or store):
+            result.complete = True
+            return result
+        outputs = _open_outputs(out, name, bag, info, fp, result, write_bag=write_bag, dataset=store, dtype=dtype,
+                                segment_frames=segment_frames, compression=compression, chunk_frames=chunk_frames,
+                                overwrite=overwrite, resume=resume)
         run(source, enc, refiner, outputs, result, batch=batch, depth_scale=depth_scale, limit=limit, progress=progress,
             on_batch=on_batch, depth_of=depth_of, prefetch=prefetch, info_of=info_of, points=points)
+        if key is not None and result.complete:
+            result.notes.append(write_episode(source, store, lerobot, key))
     return result
+
+
+def _stores(source: BagSource, lerobot: LeRobotOptions | None, out: Path, name: str, dataset: bool,
+            fp: dict[str, Any], result: ExtractResult) -> tuple[str | None, Path | None]:
+    """The bag's LeRobot episode (its key) when still to be made, else None (noted: staged or in the dataset);
+    and where its frames go: the --dataset, else the episode's own store, else nowhere."""
+    key = None
+    if lerobot is not None:
+        open_episode(source, lerobot, fp)
+        result.outputs["lerobot"] = str(lerobot.root)
+        if pending(lerobot, key := episode_key(out, name, lerobot.root)):
+            return key, out / f"{name}_dataset" if dataset else staging(lerobot.root, key) / "frames"
+        result.notes.append(f"its LeRobot episode is already made ({lerobot.root})")
+        key = None
+    return key, out / f"{name}_dataset" if dataset else None
 
 
 def _check_options(write_bag: bool, dataset: bool, dtype: str, batch: int, segment_frames: int, chunk_frames: int,
@@ -181,20 +206,24 @@ def _camera_infos(source: BagSource, depth_of: dict[str, str], points: bool, res
 
 
 def _open_outputs(out: Path, name: str, bag: Path, info: dict[str, Any], fp: dict[str, Any], result: ExtractResult,
-                  *, write_bag: bool, dataset: bool, dtype: str, segment_frames: int, compression: str,
+                  *, write_bag: bool, dataset: Path | None, dtype: str, segment_frames: int, compression: str,
                   chunk_frames: int, overwrite: bool, resume: bool) -> Outputs:
-    """The feature bag and/or dataset, removed first with `overwrite`, opened with the frames they hold (resume:
-    kept; otherwise an existing one is refused); their notes and paths go to `result`."""
+    """The feature bag and/or the per-frame dataset at `dataset`, removed first with `overwrite`, opened with the
+    frames they hold (resume: kept; otherwise an existing one is refused); their notes and paths go to `result`
+    (a dataset of the LeRobot episode's own, below the LeRobot dataset, goes unnamed)."""
     fbag = (FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames, compression)
             if write_bag else None)
-    ds = FeatureDataset(out / f"{name}_dataset", info, fp, str(bag), dtype, chunk_frames) if dataset else None
+    ds = FeatureDataset(dataset, info, fp, str(bag), dtype, chunk_frames) if dataset else None
     sinks = [s for s in (fbag, ds) if s is not None]
     if overwrite:
         for s in sinks:
             if s.path.exists():
                 shutil.rmtree(s.path)
-    outputs = Outputs(fbag, ds, None if fbag is None else fbag.open(resume), None if ds is None else ds.open(resume))
+    own = ds is not None and ds.path == out / f"{name}_dataset"
+    outputs = Outputs(fbag, ds, None if fbag is None else fbag.open(resume),
+                      None if ds is None else ds.open(resume or not own))
     for s in sinks:
         result.notes += s.notes
-        result.outputs["bag" if isinstance(s, FeatureBag) else "dataset"] = str(s.path)
+        if s is fbag or own:
+            result.outputs["bag" if s is fbag else "dataset"] = str(s.path)
     return outputs

@@ -201,3 +201,55 @@ def read_features(bag_dir: Path) -> dict[str, list]:
         for conn, t, data in reader.messages():
             out.setdefault(conn.topic, []).append((t, reader.deserialize(data, conn.msgtype)))
     return out
+
+
+JOINT_STATES, CMD_VEL = "/joint_states", "/cmd_vel"
+JOINTS = ("shoulder", "elbow", "wrist")
+
+
+def _robot_events(ts: Any, seconds: float, seed: int, names: tuple[str, ...]) -> tuple[list, dict]:
+    """JointState at 100 Hz (header stamps, from 30 ms after the first frame) and Twist at 50 Hz (no header: the
+    log time counts, from 55 ms), each message's values its own. Returns ([(log_time, topic, msg)], expected)."""
+    rng = np.random.default_rng(seed)
+    Vector3, Twist = ts.types["geometry_msgs/msg/Vector3"], ts.types["geometry_msgs/msg/Twist"]
+    events, joints, twists = [], [], []
+    for i in range(int(seconds * 100)):
+        stamp = T0 + 30_000_000 + i * 10_000_000
+        pos = rng.normal(size=len(names))
+        events.append((stamp + 1_000_000, JOINT_STATES, ts.types["sensor_msgs/msg/JointState"](
+            header=header(ts, stamp, "base"), name=list(names), position=pos, velocity=np.zeros(0),
+            effort=np.zeros(0))))
+        joints.append((stamp, pos.astype(np.float32)))
+    for i in range(int(seconds * 50)):
+        log_time = T0 + 55_000_000 + i * 20_000_000
+        v = rng.normal(size=6)
+        events.append((log_time, CMD_VEL, Twist(linear=Vector3(x=v[0], y=v[1], z=v[2]),
+                                                angular=Vector3(x=v[3], y=v[4], z=v[5]))))
+        twists.append((log_time, v.astype(np.float32)))
+    return events, {JOINT_STATES: joints, CMD_VEL: twists}
+
+
+def write_robot_bag(path: Path, cameras: dict[str, tuple[str, list[np.ndarray]]], seconds: float = 2.0,
+                    seed: int = 0, robot: bool = True, joints: tuple[str, ...] = JOINTS) -> dict:
+    """A robot's recording: each camera topic (-> (encoding, images cycled)) at about 10 Hz, frame k stamped
+    T0 + k * 100 ms + up to 15 ms of jitter (the first exactly T0), every camera of a frame with the same stamp
+    (aligned RGB-D), logged 4 ms after; with `robot` also JointState (100 Hz) and Twist (50 Hz), see _robot_events.
+    Returns {topic: [(stamp or log time, values)]}: the images as written, the joints' positions, the twists."""
+    rng = np.random.default_rng(seed + 1)
+    with BagWriter(path) as bag:
+        ts = bag.ts
+        events, expected = _robot_events(ts, seconds, seed, joints) if robot else ([], {})
+        for topic in cameras:
+            expected[topic] = []
+        for k in range(int(seconds * 10)):
+            stamp = T0 + k * 100_000_000 + (int(rng.integers(-15, 16)) * 1_000_000 if k else 0)
+            for topic, (encoding, images) in cameras.items():
+                arr = images[k % len(images)]
+                events.append((stamp + 4_000_000, topic, image(ts, stamp, "cam", encoding, arr)))
+                expected[topic].append((stamp, arr))
+        for topic, msgtype in [*((t, IMAGE) for t in cameras), *((JOINT_STATES, "sensor_msgs/msg/JointState"),
+                                                                 (CMD_VEL, "geometry_msgs/msg/Twist"))[: 2 * robot]]:
+            bag.add(topic, msgtype)
+        for log_time, topic, msg in sorted(events, key=lambda e: e[0]):
+            bag.write(topic, log_time, msg)
+    return expected
