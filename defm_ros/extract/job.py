@@ -96,19 +96,13 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
     name, result = output_name(bag), ExtractResult(bag=str(bag))
     out.mkdir(parents=True, exist_ok=True)
     model = encoder.info["model"] if encoder is not None else encoder_options.get("model") or DEFAULT_MODEL
-    modality = get_spec(model).modality
-    if refiner is not None and modality != "depth":
-        raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
-    if points and refiner is None:
-        raise ValueError("points are the refined depth's: they need a refiner (--points needs --refine)")
+    modality = _modality(model, refiner, points)
     paired = refiner is not None or modality == "rgbd"
     with output_lock(out / ".locks" / f"{name}.lock"), BagSource(bag) as source:
         found, depth_of = _choose_topics(source, topics, model, modality, paired, result)
         if not found:
             what = "aligned depth + colour topic pairs" if paired else f"{modality} topics"
-            result.notes.append(f"no {what} in this bag (see `defm-ros extract --help`)")
-            result.complete = True
-            return result
+            return _finished(result, f"no {what} in this bag (see `defm-ros extract --help`)")
         result.frames_total = sum(t.count or 0 for t in found)
         result.bag_duration_s = (span[1] - span[0]) / 1e9 if (span := source.time_range) else 0.0
         enc = encoder if encoder is not None else build_encoder(**encoder_options)
@@ -117,8 +111,7 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
         info_of = {} if refiner is None else _camera_infos(source, depth_of, points, result)
         key, store = _stores(source, lerobot, out, name, dataset, fp, result)
         if not (write_bag or store):
-            result.complete = True
-            return result
+            return _finished(result)
         outputs = _open_outputs(out, name, bag, info, fp, result, write_bag=write_bag, dataset=store, dtype=dtype,
                                 segment_frames=segment_frames, compression=compression, chunk_frames=chunk_frames,
                                 overwrite=overwrite, resume=resume)
@@ -126,6 +119,25 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
             on_batch=on_batch, depth_of=depth_of, prefetch=prefetch, info_of=info_of, points=points)
         if key is not None and result.complete:
             result.notes.append(write_episode(source, store, lerobot, key))
+    return result
+
+
+def _modality(model: str, refiner: Any, points: bool) -> str:
+    """The model's input modality, once the refiner and points fit it: refinement feeds a depth model, and points
+    are the refined depth's."""
+    modality = get_spec(model).modality
+    if refiner is not None and modality != "depth":
+        raise ValueError(f"refinement feeds a depth model; {model} takes {modality}")
+    if points and refiner is None:
+        raise ValueError("points are the refined depth's: they need a refiner (--points needs --refine)")
+    return modality
+
+
+def _finished(result: ExtractResult, note: str | None = None) -> ExtractResult:
+    """A bag with nothing (more) to write: complete, with why."""
+    if note:
+        result.notes.append(note)
+    result.complete = True
     return result
 
 
