@@ -6,6 +6,7 @@ delta_timestamps windows; one episode per bag; Theia, RGB-D with --refine, Ray; 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from defm_ros.extract import build_encoder, extract_bag, load_dataset
-from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, episode_key
+from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, episode_key, read_signal
+from defm_ros.extract.source import BagReadError, BagSource
 
-from .helpers.bags import CMD_VEL, JOINT_STATES, JOINTS, RS_COLOR, RS_DEPTH, T0, write_robot_bag
+from .helpers.bags import CMD_VEL, JOINT_STATES, JOINTS, RS_COLOR, RS_DEPTH, T0, BagWriter, header, write_robot_bag
 from .helpers.lerobot import load_with_lerobot
 
 pytest.importorskip("rosbags")
@@ -282,3 +284,19 @@ def test_build_episode_rows_start_when_every_source_has_a_sample():
     with pytest.raises(ValueError, match="no time of the grid"):
         build_episode(frames, {"action": [(np.array([500]), np.ones((1, 1), np.float32), ["a"])]}, fps=10**7)
 
+
+
+@pytest.mark.parametrize("second", [["b", "a"], ["a"]], ids=["reordered", "partial"])
+def test_a_joint_state_topic_whose_joints_change_is_refused(tmp_path, second):
+    """Joints in another order (or only some) would put other joints' values in a column: the bag fails."""
+    path = tmp_path / "bag"
+    with BagWriter(path) as bag:
+        ts = bag.ts
+        bag.add(JOINT_STATES, "sensor_msgs/msg/JointState")
+        for k, names in enumerate((["a", "b"], ["a", "b"], second)):
+            bag.write(JOINT_STATES, T0 + k, ts.types["sensor_msgs/msg/JointState"](
+                header=header(ts, T0 + k, "base"), name=names, position=np.arange(len(names), dtype=float),
+                velocity=np.zeros(0), effort=np.zeros(0)))
+    with BagSource(path) as source, pytest.raises(BagReadError, match=re.escape(
+            f"changes what its values are: ['a', 'b'] then {second}")):
+        read_signal(source, JOINT_STATES)

@@ -141,16 +141,18 @@ def open_episode(source: BagSource, options: LeRobotOptions, fingerprint: dict[s
 
 
 def read_signal(source: BagSource, topic: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A state/action topic's samples: (times ns, values (n, d) float32, the d names)."""
+    """A state/action topic's samples: (times ns, values (n, d) float32, the d names). Every message must name
+    its values as the first does (a JointState topic with joints in another order, or only some of them, would
+    put other joints' values in a column: refused)."""
     times, values, names = [], [], None
     for raw in source.messages([topic]):
         msg = source.deserialize(raw)
         reader = reader_for(topic, raw.msgtype)
-        row = reader.values(msg)
-        if names is None:
-            names = reader.names(msg)
-        if len(row) != len(names):
-            raise BagReadError(f"{source.path}: {topic} changes length ({len(names)} then {len(row)} values)")
+        row, these = reader.values(msg), reader.names(msg)
+        names = these if names is None else names
+        if these != names or len(row) != len(names):
+            raise BagReadError(f"{source.path}: {topic} changes what its values are: {names} then {these} "
+                               f"({len(row)} values); one topic per set of joints, in one order")
         times.append(message_time(msg, raw.log_time))
         values.append(row)
     return np.array(times, np.int64), np.array(values, np.float32).reshape(len(times), -1), names or []
