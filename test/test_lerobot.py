@@ -262,6 +262,27 @@ def test_an_rgbd_bag_with_refine_gives_the_refined_depths_embeddings(cli, tmp_pa
                np.repeat(cls, len(expected[RS_DEPTH]), axis=0))
 
 
+def test_the_rgbd_encoder_gives_its_joint_embeddings(tmp_path, shared_data, lingbot_ckpt):
+    """The RGB-D family (lingbot_rgbd_vitl14): each row's embedding is that of the depth + colour pair in force."""
+    from .helpers.scenes import scene
+
+    rgb, mm, _ = scene(shared_data, "2")
+    expected = write_robot_bag(tmp_path / "rs", {RS_DEPTH: ("16UC1", [mm]), RS_COLOR: ("rgb8", [rgb])}, seconds=0.4)
+    enc = build_encoder(model="lingbot_rgbd_vitl14", weights=str(lingbot_ckpt), input_size=(140, 182))
+    options = LeRobotOptions(root=tmp_path / "out" / "lerobot", fps=FPS, state=(JOINT_STATES,), action=(CMD_VEL,))
+    result = extract_bag(tmp_path / "rs", tmp_path / "out", encoder=enc, write_bag=False, lerobot=options,
+                         progress=False)
+    assert result.complete and result.topics == [RS_DEPTH], result.summary()
+    added, failed = assemble(options, [episode_key(tmp_path / "out", "rs", options.root)])
+    assert len(added) == 1 and failed == []
+    rows, _, meta = load_with_lerobot(options.root, tmp_path / "oracle", {})
+    key = RS_DEPTH.strip("/").replace("/", ".")
+    assert meta["features"][f"observation.{key}_embedding"]["shape"] == [enc.info["cls_channels"]]
+    cls = enc.encode((rgb, mm.astype(np.float32) * np.float32(0.001))).numpy()[0]
+    check_rows(rows, np.arange(len(rows["index"])), expected, RS_DEPTH, key,
+               np.repeat(cls, len(expected[RS_DEPTH]), axis=0))
+
+
 def test_ray_gives_the_same_dataset(cli, robot_bags, reference, tmp_path):
     ray = pytest.importorskip("ray", reason="ray (the optional extra defm_ros[ray]) is not installed")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
