@@ -18,6 +18,7 @@ from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, ep
 from defm_ros.extract.source import BagReadError, BagSource
 
 from .helpers.bags import CMD_VEL, JOINT_STATES, JOINTS, RS_COLOR, RS_DEPTH, T0, BagWriter, header, write_robot_bag
+from .helpers.bags import image as image_msg
 from .helpers.lerobot import load_with_lerobot
 
 pytest.importorskip("rosbags")
@@ -320,4 +321,31 @@ def test_a_joint_state_topic_whose_joints_change_is_refused(tmp_path, second):
                 velocity=np.zeros(0), effort=np.zeros(0)))
     with BagSource(path) as source, pytest.raises(BagReadError, match=re.escape(
             f"changes what its values are: ['a', 'b'] then {second}")):
-        read_signal(source, JOINT_STATES)
+        read_signal(source, JOINT_STATES, {})
+
+
+def test_an_unreadable_state_message_costs_itself_and_is_reported(cli, capsys, tmp_path, depth_pngs):
+    """A corrupt JointState (and one without positions) is skipped and counted: the row at its time holds the
+    message before it, and the job goes on."""
+    path = tmp_path / "bag"
+    with BagWriter(path) as bag:
+        ts = bag.ts
+        bag.add(CAM, "sensor_msgs/msg/Image")
+        bag.add(JOINT_STATES, "sensor_msgs/msg/JointState")
+        for k in range(5):
+            for j in range(10):  # 100 Hz, position j; row k's time is message (k, 0)
+                t = T0 + k * 100_000_000 + j * 10_000_000
+                if j == 0:
+                    bag.write(CAM, t, image_msg(ts, t, "cam", "16UC1", depth_pngs[0]))
+                if (k, j) == (2, 0):
+                    bag.write_raw(JOINT_STATES, t, b"\x00\x01garbage")
+                    continue
+                position = np.zeros(0) if (k, j) == (3, 0) else np.array([float(j)])
+                bag.write(JOINT_STATES, t, ts.types["sensor_msgs/msg/JointState"](
+                    header=header(ts, t, "base"), name=["a"], position=position, velocity=np.zeros(0),
+                    effort=np.zeros(0)))
+    assert cli(path, "--out", tmp_path / "o", "--weights", "random", "--size", "64", "--no-progress", "--lerobot",
+               "--fps", FPS, "--state", JOINT_STATES) == 0
+    assert f"2 unreadable message(s) on {JOINT_STATES} skipped" in capsys.readouterr().out
+    state = pq.read_table(tmp_path / "o/lerobot/data/chunk-000/file-000.parquet").to_pydict()["observation.state"]
+    assert state == [[0.0], [0.0], [9.0], [9.0], [0.0]]  # rows 2 and 3 hold the message before the bad ones

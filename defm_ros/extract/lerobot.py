@@ -140,21 +140,28 @@ def open_episode(source: BagSource, options: LeRobotOptions, fingerprint: dict[s
         reader_for(t, have[t].msgtype)
 
 
-def read_signal(source: BagSource, topic: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A state/action topic's samples: (times ns, values (n, d) float32, the d names). Every message must name
-    its values as the first does (a JointState topic with joints in another order, or only some of them, would
-    put other joints' values in a column: refused)."""
+def read_signal(source: BagSource, topic: str, bad: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A state/action topic's samples: (times ns, values (n, d) float32, the d names). A message that cannot be
+    read costs itself (counted in `bad`, as a corrupt frame is); none readable is an error for the bag. Every
+    message must name its values as the first does (a JointState topic with joints in another order, or only
+    some of them, would put other joints' values in a column: refused)."""
     times, values, names = [], [], None
     for raw in source.messages([topic]):
-        msg = source.deserialize(raw)
-        reader = reader_for(topic, raw.msgtype)
-        row, these = reader.values(msg), reader.names(msg)
+        try:
+            msg = source.deserialize(raw)
+            reader = reader_for(topic, raw.msgtype)
+            row, these = reader.values(msg), reader.names(msg)
+        except Exception:  # noqa: BLE001 - any garbage in a message (or a JointState without positions)
+            bad[topic] = bad.get(topic, 0) + 1
+            continue
         names = these if names is None else names
         if these != names or len(row) != len(names):
             raise BagReadError(f"{source.path}: {topic} changes what its values are: {names} then {these} "
                                f"({len(row)} values); one topic per set of joints, in one order")
         times.append(message_time(msg, raw.log_time))
         values.append(row)
+    if not times:
+        raise BagReadError(f"{source.path}: none of the {bad.get(topic, 0)} messages on {topic} could be read")
     return np.array(times, np.int64), np.array(values, np.float32).reshape(len(times), -1), names or []
 
 
@@ -208,7 +215,8 @@ def write_episode(source: BagSource, store: Path, options: LeRobotOptions, key: 
     frames = read_frames(store, options)
     if not frames:
         raise BagReadError(f"{source.path}: no frames to make an episode of")
-    signals = {col: [read_signal(source, t) for t in topics] for col, topics in options.signals.items()}
+    bad: dict[str, int] = {}
+    signals = {col: [read_signal(source, t, bad) for t in topics] for col, topics in options.signals.items()}
     try:
         cols, names, t0, left_out = build_episode(frames, signals, options.fps)
     except ValueError as exc:
@@ -224,8 +232,9 @@ def write_episode(source: BagSource, store: Path, options: LeRobotOptions, key: 
     meta = {"names": names, "t0_ns": t0, "left_out": left_out, "source": str(source.path)}
     (where / ".episode.json.tmp").write_text(json.dumps(meta), encoding="utf8")
     os.replace(where / ".episode.json.tmp", where / "episode.json")
-    return (f"LeRobot episode staged: {len(cols['timestamp'])} rows at {options.fps} Hz"
-            + (f"; {left_out} row(s) left out before every topic had a message" if left_out else ""))
+    return "; ".join([f"LeRobot episode staged: {len(cols['timestamp'])} rows at {options.fps} Hz",
+                      *([f"{left_out} row(s) left out before every topic had a message"] if left_out else []),
+                      *(f"{n} unreadable message(s) on {t} skipped" for t, n in bad.items())])
 
 
 def assemble(options: LeRobotOptions, keys: Sequence[str]) -> tuple[list[str], list[str]]:
