@@ -15,12 +15,9 @@ from defm_ros.encoder import RANDOM_WARNING
 from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import InputGeometry, normalize_depth
 
+from .helpers.encoders import seeded
+
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the downgrade path needs a machine without CUDA")
-
-
-def _enc(model: str = "defm_resnet18", seed: int = 0, **kw) -> Encoder:
-    torch.manual_seed(seed)
-    return Encoder(model, weights="random", **kw)
 
 
 def _depth(b: int = 2, h: int = 60, w: int = 80) -> np.ndarray:
@@ -30,7 +27,7 @@ def _depth(b: int = 2, h: int = 60, w: int = 80) -> np.ndarray:
 
 def test_random_weights_say_so_everywhere(caplog):
     with caplog.at_level(logging.WARNING, logger="defm_ros"):
-        info = _enc().info
+        info = seeded().info
     assert info["random_weights"] and info["weights"] == "random" and info["checkpoint_sha256"] == ""
     assert RANDOM_WARNING in info["warnings"] and RANDOM_WARNING in caplog.text
 
@@ -38,7 +35,7 @@ def test_random_weights_say_so_everywhere(caplog):
 @no_cuda
 def test_cuda_without_a_gpu_is_downgraded_loudly(caplog):
     with caplog.at_level(logging.WARNING, logger="defm_ros"):
-        enc = _enc(device="cuda")
+        enc = seeded(device="cuda")
     assert enc.device == torch.device("cpu") and enc.info["device"] == "cpu"
     assert any("CUDA is not available" in w for w in enc.info["warnings"]) and "CUDA is not available" in caplog.text
     assert enc.encode(_depth()).cls.shape == (2, 512)
@@ -47,20 +44,20 @@ def test_cuda_without_a_gpu_is_downgraded_loudly(caplog):
 @no_cuda
 def test_strict_refuses_the_downgrade_at_open():
     with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
-        _enc(device="cuda", strict=True)
-    enc = _enc(device="cuda", strict=True, lazy=True)  # weights load fine; the device is activate's business
+        seeded(device="cuda", strict=True)
+    enc = seeded(device="cuda", strict=True, lazy=True)  # weights load fine; the device is activate's business
     with pytest.raises(DeviceUnavailableError):
         enc.open()
     assert enc.backend is None
 
 
 def test_precision_downgrade_and_bf16_on_cpu():
-    fp16 = _enc(precision="fp16")
+    fp16 = seeded(precision="fp16")
     assert fp16.info["precision"] == "fp32" and any("fp16" in w for w in fp16.info["warnings"])
-    bf16 = _enc(precision="bf16")
+    bf16 = seeded(precision="bf16")
     out = bf16.encode(_depth())
     assert bf16.info["precision"] == "bf16" and out.cls.dtype == torch.float32
-    ref = _enc().encode(_depth())
+    ref = seeded().encode(_depth())
     assert (out.dense - ref.dense).abs().max() < 0.25  # bf16 keeps 8 bits of mantissa
 
 
@@ -69,7 +66,7 @@ def test_precision_downgrade_and_bf16_on_cpu():
     ("defm_vit_s14", (230, 300), (224, 294), (16, 21)),  # ViT: crop the input to multiples of 14
 ])
 def test_dense_map_is_cropped_to_the_valid_region(model, size, padded, dense):
-    enc = _enc(model, input_size=size)
+    enc = seeded(model, input_size=size)
     assert tuple(enc.info["padded_size"]) == padded and tuple(enc.info["dense_size"]) == dense
     out = enc.encode(_depth())
     assert out.dense.shape[-2:] == dense
@@ -81,7 +78,7 @@ def test_dense_map_is_cropped_to_the_valid_region(model, size, padded, dense):
 
 def test_per_call_depth_mode_leaves_the_encoder_as_it_was():
     rel = _depth().clip(0, 1)
-    enc, ref = _enc(), _enc(depth_mode="relative")
+    enc, ref = seeded(), seeded(depth_mode="relative")
     assert torch.allclose(enc.encode(rel, depth_mode="relative").dense, ref.encode(rel).dense, atol=1e-6)
     assert enc.depth_mode == "metric" and not torch.allclose(enc.encode(rel).dense, ref.encode(rel).dense)
     with pytest.raises(ValueError, match="depth_mode"):
@@ -89,7 +86,7 @@ def test_per_call_depth_mode_leaves_the_encoder_as_it_was():
 
 
 def test_numpy_torch_single_and_batched_inputs_agree():
-    enc, d = _enc(), _depth()
+    enc, d = seeded(), _depth()
     batch = enc.encode(d)
     assert torch.allclose(enc.encode(torch.from_numpy(d)).cls, batch.cls)
     assert torch.allclose(enc.encode(d[1]).cls[0], batch.cls[1], atol=1e-6)
@@ -116,7 +113,7 @@ def test_bad_options_are_refused_before_anything_loads(kwargs, match):
 
 
 def test_lazy_open_close_reopen():
-    enc = _enc(lazy=True)
+    enc = seeded(lazy=True)
     assert enc.backend is None and enc.info["backend"] == "torch"
     with pytest.raises(RuntimeError, match="closed"):
         enc.encode(_depth())
@@ -130,7 +127,7 @@ def test_lazy_open_close_reopen():
 
 
 def test_the_wrong_modality_is_a_clear_error():
-    depth, theia = _enc(), _enc("theia_tiny")
+    depth, theia = seeded(), seeded("theia_tiny")
     rgb = np.zeros((48, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="takes depth in metres.*a colour image\\? run a Theia model"):
         depth.encode(rgb)
@@ -146,7 +143,7 @@ def test_the_wrong_modality_is_a_clear_error():
 
 
 def test_theia_crops_other_sizes_to_its_patch_grid():
-    enc = _enc("theia_tiny", input_size=(230, 330))
+    enc = seeded("theia_tiny", input_size=(230, 330))
     assert tuple(enc.info["input_size"]) == (224, 320) and tuple(enc.info["dense_size"]) == (14, 20)
     assert enc.encode(np.zeros((2, 48, 64, 3), np.uint8)).dense.shape == (2, 192, 14, 20)
 
@@ -155,7 +152,7 @@ def test_theia_crops_other_sizes_to_its_patch_grid():
 
 
 def test_half_features_are_converted_before_the_download():
-    feats = _enc().encode(_depth())
+    feats = seeded().encode(_depth())
     cls, dense = feats.numpy("float16")
     assert cls.dtype == dense.dtype == np.float16
     want_cls, want_dense = feats.numpy()

@@ -15,16 +15,15 @@ import torch
 from defm_ros import Encoder, Refiner
 from defm_ros.sample_data import sample_inputs
 
+from .helpers.encoders import seeded
+
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
                                                   reason="needs a CUDA GPU (or GPU_CHECK_DEVICE=cpu)")]
 
 
 def _pair(model: str, **kw) -> tuple[Encoder, Encoder]:
-    torch.manual_seed(0)
-    ref = Encoder(model, weights="random", **kw)
-    torch.manual_seed(0)
-    return ref, Encoder(model, weights="random", device=DEVICE, **kw)
+    return seeded(model, **kw), seeded(model, device=DEVICE, **kw)
 
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "defm_efficientnet_b0", "defm_vit_s14", "theia_tiny"])
@@ -44,8 +43,7 @@ def test_close_gives_the_device_memory_back():
     gc.collect()
     torch.cuda.empty_cache()
     before, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
-    torch.manual_seed(0)
-    enc = Encoder("theia_small", weights="random", device="cuda", lazy=True)
+    enc = seeded("theia_small", device="cuda", lazy=True)
     rgb = sample_inputs("color", (480, 640), 2)[0]
     for _ in range(2):  # activate, deactivate, twice
         enc.open()

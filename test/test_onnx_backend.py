@@ -18,6 +18,8 @@ from defm_ros.models.registry import FAMILIES
 from defm_ros.preprocess.depth import DepthPreprocess, InputGeometry
 from defm_ros.sample_data import sample_depth
 
+from .helpers.encoders import seeded
+
 CAMERA = (480, 640)
 HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
 gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_CUDA_EP),
@@ -31,10 +33,8 @@ def _cache(tmp_path, monkeypatch):
 
 def _pair(model: str, size=(224, 224), device: str = "cpu", **kw) -> tuple[Encoder, Encoder]:
     """Torch and ORT encoders with the same (seeded random) weights."""
-    torch.manual_seed(0)
-    ref = Encoder(model, weights="random", input_size=size, device=device)
-    torch.manual_seed(0)
-    return ref, Encoder(model, weights="random", input_size=size, device=device, backend="onnxruntime", **kw)
+    return (seeded(model, input_size=size, device=device),
+            seeded(model, input_size=size, device=device, backend="onnxruntime", **kw))
 
 
 def _assert_close(a, b, tol: float = FP32_TOLERANCE) -> None:
@@ -79,23 +79,19 @@ def test_per_call_depth_mode_gets_its_own_normalization_graph(frames):
 
 
 def test_export_is_cached_per_weights(caplog):
-    torch.manual_seed(0)
-    Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+    seeded(backend="onnxruntime")
     with caplog.at_level(logging.INFO, logger="defm_ros"):
-        torch.manual_seed(0)
-        Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+        seeded(backend="onnxruntime")
         assert "using cached ONNX export" in caplog.text
         caplog.clear()
-        torch.manual_seed(1)  # other random weights must not reuse the file
-        Encoder("defm_resnet18", weights="random", backend="onnxruntime")
+        seeded(seed=1, backend="onnxruntime")  # other random weights must not reuse the file
         assert "using cached" not in caplog.text and "exporting" in caplog.text
 
 
 @pytest.fixture(scope="module")
 def fused_file(tmp_path_factory) -> tuple:
     """A file with normalization in its graph for 480x640 depth, plus the torch encoder it came from."""
-    torch.manual_seed(0)
-    ref = Encoder("defm_efficientnet_b0", weights="random")
+    ref = seeded("defm_efficientnet_b0")
     path = tmp_path_factory.mktemp("onnx") / "b0.onnx"
     ref.export_onnx(path, camera_size=CAMERA, batch=1)
     return path, ref
@@ -240,8 +236,7 @@ def test_tensorrt_gets_the_profile_from_the_sidecar_and_refuses_larger_batches(t
     """On a machine with the TensorRT EP (faked here: this onnxruntime has none), the network's session is
     created with the profile that its sidecar's input shape gives (the .onnx itself, 1.2 GB for ViT-L, is
     not read for it), and a batch beyond the profile is refused before ORT sees it."""
-    torch.manual_seed(0)
-    enc = Encoder("defm_resnet18", weights="random")
+    enc = seeded()
     path = tmp_path / "net.onnx"
     enc.export_onnx(path, check=False)  # network only, dynamic batch: a preprocessing session per camera size
     fake = FakeGpuOrt(monkeypatch)
@@ -305,13 +300,6 @@ def _float64_tensors(model) -> list[str]:
 RGBD_SIZE = (140, 196)  # a 10 x 14 patch grid: LingBot's small config in a fraction of a second
 
 
-@pytest.fixture(scope="module")
-def rgbd_ckpt(tmp_path_factory):
-    from .helpers.checkpoints import write_checkpoint
-
-    return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt", "lingbot_rgbd_vitl14")
-
-
 def _rgbd_frames(batch: int = 2):
     from defm_ros.preprocess.rgbd import pack
     from defm_ros.sample_data import sample_color
@@ -320,7 +308,7 @@ def _rgbd_frames(batch: int = 2):
     return pack(rgb, sample_depth(CAMERA, batch)[0])
 
 
-def test_every_run_goes_through_io_binding_with_declared_buffers(monkeypatch, rgbd_ckpt):
+def test_every_run_goes_through_io_binding_with_declared_buffers(monkeypatch, lingbot_ckpt):
     """The CPU runs the CUDA path's IO binding, so declared output shapes and dtypes are checked in CI: the
     RGB-D preprocessing graph makes 4 channels, and a buffer declared with 3 fails on any device."""
     calls = {"bound": 0}
@@ -330,8 +318,8 @@ def test_every_run_goes_through_io_binding_with_declared_buffers(monkeypatch, rg
         calls["bound"] += 1
         return real_bound(self, *a, **kw)
 
-    ref = Encoder("lingbot_rgbd_vitl14", weights=rgbd_ckpt, input_size=RGBD_SIZE)
-    enc = Encoder("lingbot_rgbd_vitl14", weights=rgbd_ckpt, backend="onnxruntime", input_size=RGBD_SIZE)  # exports
+    ref = Encoder("lingbot_rgbd_vitl14", weights=lingbot_ckpt, input_size=RGBD_SIZE)
+    enc = Encoder("lingbot_rgbd_vitl14", weights=lingbot_ckpt, backend="onnxruntime", input_size=RGBD_SIZE)  # exports
     monkeypatch.setattr(ort.InferenceSession, "run_with_iobinding", bound)
     monkeypatch.setattr(ort.InferenceSession, "run", lambda *a, **kw: pytest.fail("a run without IO binding"))
     x = _rgbd_frames()
@@ -361,15 +349,14 @@ def test_onnxruntime_gpu_beside_a_cpu_only_torch_runs_through_host_memory_loudly
 
 
 @pytest.mark.parametrize("model", ["defm_resnet18", "theia_tiny", "lingbot_rgbd_vitl14"])
-def test_tensorrt_gets_no_preprocessing_and_no_float64(monkeypatch, tmp_path, model, rgbd_ckpt):
+def test_tensorrt_gets_no_preprocessing_and_no_float64(monkeypatch, tmp_path, model, lingbot_ckpt):
     """Preprocessing graphs hold float64 (colour, RGB-D) and values beyond fp16's range: TensorRT has no
     float64 and its fp16 flag would overflow. They run on the CUDA provider only; a file with its
     preprocessing fused in is not offered to TensorRT at all (a loud downgrade)."""
     from defm_ros.sample_data import sample_inputs
 
     rgbd = model.startswith("lingbot")
-    torch.manual_seed(0)
-    enc = Encoder(model, weights=rgbd_ckpt if rgbd else "random", input_size=RGBD_SIZE if rgbd else None)
+    enc = Encoder(model, weights=lingbot_ckpt, input_size=RGBD_SIZE) if rgbd else seeded(model)
     net_only, fused = tmp_path / "net.onnx", tmp_path / "fused.onnx"
     enc.export_onnx(net_only, check=False)
     enc.export_onnx(fused, camera_size=CAMERA, check=False)
@@ -405,8 +392,7 @@ def test_tensorrt_engine_cache_is_keyed_by_what_the_engine_depends_on(monkeypatc
     path, cache = tmp_path / "net.onnx", tmp_path / "trt"
 
     def export(seed: int, precision: str = "fp32") -> None:
-        torch.manual_seed(seed)
-        Encoder("defm_resnet18", weights="random").export_onnx(path, precision=precision, check=False)
+        seeded(seed=seed).export_onnx(path, precision=precision, check=False)
 
     export(0)
     fake = FakeGpuOrt(monkeypatch)

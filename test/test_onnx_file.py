@@ -25,6 +25,7 @@ from defm_ros.preprocess.depth import DepthPreprocess, GraphNormalize, InputGeom
 from defm_ros.sample_data import sample_depth
 
 from .helpers.checkpoints import save_defm
+from .helpers.encoders import seeded
 
 DEFM = FAMILIES["vit"].stats  # DeFM's mean and std
 
@@ -37,8 +38,7 @@ def _session(model) -> ort.InferenceSession:
 
 
 def _encoder(model: str, size=(224, 224), **kw) -> Encoder:
-    torch.manual_seed(0)
-    return Encoder(model, weights="random", input_size=size, **kw)
+    return seeded(model, input_size=size, **kw)
 
 
 def _frames(count: int = 2) -> torch.Tensor:
