@@ -161,10 +161,9 @@ def refine_for_encoder(refiner: Refiner, rgbd: np.ndarray | torch.Tensor, intrin
             ks[k] = np.asarray(intrinsics[k], np.float32).reshape(3, 3)
     out = refiner.refine_packed(rgbd, ks)
     points: list[np.ndarray | None] = [None] * batch
-    if out.points is not None:
-        host = out.points.cpu().numpy()
-        for k in want:
-            points[k] = host[k]
+    if out.points is not None:  # only the wanted frames' points cross to the host
+        for k, host in zip(want, out.points[want].cpu().numpy(), strict=True):
+            points[k] = host
     return out.depth, out.depth.cpu().numpy(), out.mask.cpu().numpy(), points
 
 
