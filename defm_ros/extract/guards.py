@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` the file's bytes under a temporary name, then rename it over `path`: a reader sees the old file or
+    the new, never half of one. The temporary name is per process (writers on Ray use their own) and matches
+    `.*.tmp`, which the outputs' own clean-ups remove after a kill."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ dataset of the episodes finished, and a resumed one adds the rest."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs import camera_topic
-from .guards import output_lock
+from .guards import output_lock, write_atomic
 from .lerobot_format import LeRobotWriter, check_settings, read_episodes
 from .robot_msgs import message_time, reader_for
 from .sinks import OutputMismatchError, iter_chunks
@@ -225,13 +224,9 @@ def write_episode(source: BagSource, store: Path, options: LeRobotOptions, key: 
         if len(topics) > 1:
             names[col] = [f"{topic}:{n}" for topic, (_, _, ns) in zip(topics, signals[col], strict=True) for n in ns]
     where = staging(options.root, key)
-    where.mkdir(parents=True, exist_ok=True)  # the frames may be in the --dataset, elsewhere
-    tmp = where / ".episode.tmp.npz"
-    np.savez(tmp, **cols)
-    os.replace(tmp, where / "episode.npz")
+    write_atomic(where / "episode.npz", lambda f: np.savez(f, **cols))
     meta = {"names": names, "t0_ns": t0, "left_out": left_out, "source": str(source.path)}
-    (where / ".episode.json.tmp").write_text(json.dumps(meta), encoding="utf8")
-    os.replace(where / ".episode.json.tmp", where / "episode.json")
+    write_atomic(where / "episode.json", lambda f: f.write(json.dumps(meta).encode("utf8")))
     return "; ".join([f"LeRobot episode staged: {len(cols['timestamp'])} rows at {options.fps} Hz",
                       *([f"{left_out} row(s) left out before every topic had a message"] if left_out else []),
                       *(f"{n} unreadable message(s) on {t} skipped" for t, n in bad.items())])

@@ -14,11 +14,12 @@ metadata, info.json last; a file that a killed append left behind is removed by 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .guards import write_atomic
 
 CODEBASE_VERSION = "v3.0"
 CHUNK_SIZE = 1000  # files per chunk folder
@@ -30,22 +31,14 @@ TASK_INDEX_COLUMN = "__index_level_0__"  # pandas' name for an unnamed index
 SETTINGS = "meta/defm_ros.json"  # what must match for an episode to join (not read by LeRobot)
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """`write(tmp)` then rename over `path`: a reader sees the old file or the new, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # writers in other processes (Ray) use their own
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_parquet(path: Path, table: Any) -> None:
     import pyarrow.parquet as pq
 
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+    write_atomic(path, lambda f: pq.write_table(table, f, compression="snappy"))
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=4), encoding="utf8"))
+    write_atomic(path, lambda f: f.write(json.dumps(doc, indent=4).encode("utf8")))
 
 
 def feature(values: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:

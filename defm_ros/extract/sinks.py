@@ -29,6 +29,7 @@ import numpy as np
 from ..config import BAG_COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_DTYPE, check_choice
 from ..features import REFINED_INFO, REFINED_POINTS, encoding_for, restamped, to_hwc_bytes
 from ..msgs.points import points_msg
+from .guards import write_atomic
 
 Key = tuple[str, int, int]  # input topic, log time (ns), header stamp (ns): one input frame
 META = "rosbag2_bagfile_information"
@@ -52,10 +53,8 @@ def _yaml() -> Any:
     return y
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf8")
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf8")))
 
 
 def check_fingerprint(kind: str, path: Path, have: dict[str, Any] | None, want: dict[str, Any]) -> None:
@@ -306,7 +305,7 @@ class FeatureBag:
     def _save(self, meta: dict[str, Any]) -> None:
         out = StringIO()
         _yaml().dump(meta, out)
-        _write_atomic(self.path / "metadata.yaml", out.getvalue())
+        _write_text(self.path / "metadata.yaml", out.getvalue())
 
 
 class FeatureDataset:
@@ -353,7 +352,7 @@ class FeatureDataset:
                           "topic": "(N,) int16 index into topics", "frame_id": "(N,) str",
                           "cls": "(N, C)", "dense": "(N, C, h, w)"},
                "fingerprint": self.fingerprint, "info": self.info, **(extra or {})}
-        _write_atomic(self.path / "dataset.json", json.dumps(doc, indent=1, sort_keys=True))
+        _write_text(self.path / "dataset.json", json.dumps(doc, indent=1, sort_keys=True))
 
     def write(self, topic: str, log_time: int, stamp: int, frame_id: str, cls: np.ndarray,
               dense: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
