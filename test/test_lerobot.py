@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from defm_ros.extract import build_encoder, extract_bag, load_dataset
-from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, episode_key, read_signal
+from defm_ros.extract.lerobot import LeRobotOptions, assemble, build_episode, episode_key, read_signal, staging
+from defm_ros.extract.sinks import iter_chunks
 from defm_ros.extract.source import BagReadError, BagSource
 
 from .helpers.bags import CMD_VEL, JOINT_STATES, JOINTS, RS_COLOR, RS_DEPTH, T0, BagWriter, header, write_robot_bag
@@ -282,6 +283,24 @@ def test_the_rgbd_encoder_gives_its_joint_embeddings(tmp_path, shared_data, ling
     cls = enc.encode((rgb, mm.astype(np.float32) * np.float32(0.001))).numpy()[0]
     check_rows(rows, np.arange(len(rows["index"])), expected, RS_DEPTH, key,
                np.repeat(cls, len(expected[RS_DEPTH]), axis=0))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_staged_frames_keep_dense_maps_only_with_dense(robot_bags, encoder, tmp_path, dense):
+    """Without --dense the episode's staged frames hold no dense maps (a ViT's are ~100x its class tokens: disk
+    that a long bag would fill before its episode is made), and its rows none."""
+    bag = next(iter(robot_bags))
+    options = LeRobotOptions(root=tmp_path / "out" / "lerobot", fps=FPS, state=(JOINT_STATES,), action=(CMD_VEL,),
+                             dense=dense)
+    result = extract_bag(bag, tmp_path / "out", encoder=encoder, write_bag=False, lerobot=options, progress=False)
+    assert result.complete, result.summary()
+    key = episode_key(tmp_path / "out", bag.name, options.root)
+    chunks = list(iter_chunks(staging(options.root, key) / "frames"))
+    assert chunks and all(("dense" in c) == dense for c in chunks)
+    assert sum(len(c["cls"]) for c in chunks) == result.frames_written
+    assert assemble(options, [key])[1] == []
+    columns = pq.read_schema(next(options.root.glob("data/*/*.parquet"))).names
+    assert ("observation.cam.depth_features" in columns) == dense and "observation.cam.depth_embedding" in columns
 
 
 def test_ray_gives_the_same_dataset(cli, robot_bags, reference, tmp_path):

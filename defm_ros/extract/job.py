@@ -114,7 +114,7 @@ def extract_bag(bag: str | Path, out: str | Path, *, encoder: Any = None, topics
             return _finished(result)
         outputs = _open_outputs(out, name, bag, info, fp, result, write_bag=write_bag, dataset=store, dtype=dtype,
                                 segment_frames=segment_frames, compression=compression, chunk_frames=chunk_frames,
-                                overwrite=overwrite, resume=resume)
+                                overwrite=overwrite, resume=resume, dense=dataset or bool(lerobot and lerobot.dense))
         run(source, enc, refiner, outputs, result, batch=batch, depth_scale=depth_scale, limit=limit, progress=progress,
             on_batch=on_batch, depth_of=depth_of, prefetch=prefetch, info_of=info_of, points=points)
         if key is not None and result.complete:
@@ -219,13 +219,13 @@ def _camera_infos(source: BagSource, depth_of: dict[str, str], points: bool, res
 
 def _open_outputs(out: Path, name: str, bag: Path, info: dict[str, Any], fp: dict[str, Any], result: ExtractResult,
                   *, write_bag: bool, dataset: Path | None, dtype: str, segment_frames: int, compression: str,
-                  chunk_frames: int, overwrite: bool, resume: bool) -> Outputs:
-    """The feature bag and/or the per-frame dataset at `dataset`, removed first with `overwrite`, opened with the
-    frames they hold (resume: kept; otherwise an existing one is refused); their notes and paths go to `result`
-    (a dataset of the LeRobot episode's own, below the LeRobot dataset, goes unnamed)."""
+                  chunk_frames: int, overwrite: bool, resume: bool, dense: bool) -> Outputs:
+    """The feature bag and/or the per-frame dataset at `dataset` (with `dense` maps or not), removed first with
+    `overwrite`, opened with the frames they hold (resume: kept; otherwise an existing one is refused); their notes
+    and paths go to `result` (a dataset of the LeRobot episode's own, below the LeRobot dataset, goes unnamed)."""
     fbag = (FeatureBag(out / f"{name}_features", info, fp, str(bag), dtype, segment_frames, compression)
             if write_bag else None)
-    ds = FeatureDataset(dataset, info, fp, str(bag), dtype, chunk_frames) if dataset else None
+    ds = FeatureDataset(dataset, info, fp, str(bag), dtype, chunk_frames, dense) if dataset else None
     sinks = [s for s in (fbag, ds) if s is not None]
     if overwrite:
         for s in sinks:

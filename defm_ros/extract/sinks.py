@@ -310,17 +310,18 @@ class FeatureBag:
 
 class FeatureDataset:
     """Training data: stamp_ns, log_time_ns, topic (index into `topics`), frame_id, cls (N, C),
-    dense (N, C, h, w), in atomically written chunks; dataset.json holds the stream info."""
+    dense (N, C, h, w), in atomically written chunks; dataset.json holds the stream info. `dense=False` keeps
+    no dense maps (a LeRobot episode's staged frames without --dense: a ViT's maps are ~100x its class token)."""
 
     def __init__(self, path: Path, info: dict[str, Any], fingerprint: dict[str, Any], source: str,
-                 dtype: str = DEFAULT_DTYPE, chunk_frames: int = 256) -> None:
+                 dtype: str = DEFAULT_DTYPE, chunk_frames: int = 256, dense: bool = True) -> None:
         self.path, self.info, self.fingerprint, self.source = Path(path), info, fingerprint, source
-        self.dtype = np.dtype(dtype)
+        self.dtype, self.dense = np.dtype(dtype), dense
         self.chunk_frames = chunk_frames
         self.topics: list[str] = []
         self.written = 0
         self.notes: list[str] = []
-        self._buf: list[tuple[int, int, int, str, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+        self._buf: list[tuple[int, int, int, str, dict[str, np.ndarray]]] = []  # topic, times, frame_id, arrays
 
     @property
     def exists(self) -> bool:
@@ -350,7 +351,7 @@ class FeatureDataset:
                "dtype": self.dtype.name,
                "arrays": {"stamp_ns": "(N,) int64 header stamp", "log_time_ns": "(N,) int64 bag log time",
                           "topic": "(N,) int16 index into topics", "frame_id": "(N,) str",
-                          "cls": "(N, C)", "dense": "(N, C, h, w)"},
+                          "cls": "(N, C)", **({"dense": "(N, C, h, w)"} if self.dense else {})},
                "fingerprint": self.fingerprint, "info": self.info, **(extra or {})}
         _write_text(self.path / "dataset.json", json.dumps(doc, indent=1, sort_keys=True))
 
@@ -361,12 +362,11 @@ class FeatureDataset:
         if topic not in self.topics:
             self.topics.append(topic)
             self._save_meta(complete=False)  # before any chunk refers to the new index
-        extra = {k: v.astype(self.dtype, copy=False) if v.dtype.kind == "f" else v for k, v in (extra or {}).items()}
-        shapes = {k: v.shape for k, v in extra.items()}
-        if self._buf and shapes != {k: v.shape for k, v in self._buf[-1][6].items()}:
+        arrays = {"cls": cls, **({"dense": dense} if self.dense else {}), **(extra or {})}
+        arrays = {k: v.astype(self.dtype, copy=False) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+        if self._buf and {k: v.shape for k, v in arrays.items()} != {k: v.shape for k, v in self._buf[-1][4].items()}:
             self.flush()
-        self._buf.append((self.topics.index(topic), log_time, stamp, frame_id,
-                          cls.astype(self.dtype, copy=False), dense.astype(self.dtype, copy=False), extra))
+        self._buf.append((self.topics.index(topic), log_time, stamp, frame_id, arrays))
         if len(self._buf) >= self.chunk_frames:
             self.flush()
 
@@ -376,13 +376,12 @@ class FeatureDataset:
         k = 0
         while (self.path / f"chunk_{k:06d}.npz").exists():
             k += 1
-        topic, log_time, stamp, frame_id, cls, dense, extra = zip(*self._buf, strict=True)
+        topic, log_time, stamp, frame_id, arrays = zip(*self._buf, strict=True)
         final = self.path / f"chunk_{k:06d}.npz"
         tmp = self.path / f".chunk_{k:06d}.tmp.npz"
         np.savez(tmp, topic=np.asarray(topic, np.int16), log_time_ns=np.asarray(log_time, np.int64),
                  stamp_ns=np.asarray(stamp, np.int64), frame_id=np.asarray(frame_id, dtype=str),
-                 cls=np.stack(cls), dense=np.stack(dense), **{name: np.stack([e[name] for e in extra])
-                                                              for name in extra[0]})
+                 **{name: np.stack([a[name] for a in arrays]) for name in arrays[0]})
         os.replace(tmp, final)
         self.written += len(self._buf)
         self._buf = []
