@@ -22,7 +22,7 @@ from ..inputs import camera_topic
 from .guards import output_lock, write_atomic
 from .lerobot_format import LeRobotWriter, check_settings, read_episodes
 from .robot_msgs import message_time, reader_for
-from .sinks import OutputMismatchError, iter_chunks
+from .sinks import OutputMismatchError, load_dataset
 from .source import BagReadError, BagSource, find_topics
 from .timegrid import grid, hold, median_rate
 
@@ -166,15 +166,12 @@ def read_signal(source: BagSource, topic: str, bad: dict[str, int]) -> tuple[np.
 
 def read_frames(store: Path, options: LeRobotOptions) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Camera name -> (header stamps, class tokens, dense maps or None) of the frames in the per-frame store."""
-    topics = json.loads((store / "dataset.json").read_text(encoding="utf8"))["topics"]
-    arrays = ("topic", "stamp_ns", "cls", "dense") if options.dense else ("topic", "stamp_ns", "cls")
-    chunks = list(iter_chunks(store, arrays))
-    cat = {k: np.concatenate([c[k] for c in chunks]) for k in arrays} if chunks else {}
+    data = load_dataset(store, ("topic", "stamp_ns", "cls", "dense") if options.dense else ("topic", "stamp_ns", "cls"))
     out = {}
-    for i, topic in enumerate(topics):
-        sel = cat["topic"] == i
-        out[options.camera(topic)] = (cat["stamp_ns"][sel], cat["cls"][sel],
-                                      cat["dense"][sel] if options.dense else None)
+    for i, topic in enumerate(data["topics"]):
+        sel = data["topic"] == i
+        out[options.camera(topic)] = (data["stamp_ns"][sel], data["cls"][sel],
+                                      data["dense"][sel] if options.dense else None)
     return out
 
 

@@ -398,16 +398,15 @@ def iter_chunks(path: str | Path, arrays: tuple[str, ...] | None = None) -> Iter
             yield {k: z[k] for k in (arrays or z.files)}
 
 
-def load_dataset(path: str | Path) -> dict[str, Any]:
-    """A whole dataset in memory, sorted by log time: the arrays of every chunk concatenated (extra fields
-    such as depth_refined where every chunk has them, i.e. one camera size), plus `topics`, `info` (the
-    stream description of §5) and `complete` from dataset.json."""
+def load_dataset(path: str | Path, arrays: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A whole dataset in memory, sorted by log time: the arrays of every chunk concatenated (those that every
+    chunk has, e.g. depth_refined where all frames are of one camera size; or only `arrays`), plus `topics`,
+    `info` (the stream description of §5) and `complete` from dataset.json."""
     path = Path(path)
     meta = json.loads((path / "dataset.json").read_text(encoding="utf8"))
-    chunks = list(iter_chunks(path))
-    names = ("stamp_ns", "log_time_ns", "topic", "frame_id", "cls", "dense")
+    chunks = list(iter_chunks(path, arrays and tuple({*arrays, "log_time_ns"})))
     if chunks:
-        names += tuple(sorted(set.intersection(*(set(c) for c in chunks)) - set(names)))  # e.g. depth_refined
+        names = set(arrays or set.intersection(*(set(c) for c in chunks))) | {"log_time_ns"}
         out: dict[str, Any] = {k: np.concatenate([c[k] for c in chunks]) for k in names}
         order = np.argsort(out["log_time_ns"], kind="stable")
         out = {k: v[order] for k, v in out.items()}
