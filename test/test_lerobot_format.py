@@ -1,14 +1,17 @@
 """The LeRobot v3.0 writer (extract/lerobot_format.py): statistics as LeRobot computes and aggregates them, episodes
-appended so that the real LeRobotDataset (the oracle) loads the dataset after each, leftovers of a killed append
-removed, settings and columns that differ refused."""
+appended so that the real LeRobotDataset (the oracle) loads the dataset after each, meta/episodes over several
+files, leftovers of a killed append removed, settings and columns that differ refused."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from defm_ros.extract import lerobot_format
 from defm_ros.extract.lerobot_format import LeRobotWriter, aggregate, check_settings, column_stats, read_episodes
 
 from .helpers.lerobot import load_with_lerobot
@@ -71,6 +74,33 @@ def test_what_a_killed_append_left_is_removed_and_the_dataset_loads(tmp_path):
     w.append(episode(3, 1), {}, 10, "", {})
     rows, _, meta = load_with_lerobot(root, tmp_path / "oracle", {})
     assert meta["total_frames"] == len(rows["index"]) == 7
+
+
+def test_meta_episodes_spread_over_files_load_in_order_and_a_killed_appends_rows_go(tmp_path, monkeypatch):
+    """Each file of meta/episodes holds EPISODES_PER_FILE rows (an append rewrites only the last); LeRobot reads
+    them in order, and rows or files of an episode that info.json lacks are dropped by the next writer."""
+    monkeypatch.setattr(lerobot_format, "EPISODES_PER_FILE", 2)
+    root, w = tmp_path / "ds", LeRobotWriter(tmp_path / "ds")
+    for i in range(3):
+        w.append(episode(2 + i, i), {}, 10, "", {"defm_ros/episode": f"e{i}"})
+    files = sorted(root.glob("meta/episodes/*/*.parquet"))
+    assert [p.relative_to(root / "meta/episodes").as_posix() for p in files] == [
+        "chunk-000/file-000.parquet", "chunk-000/file-001.parquet"]
+    assert [[r["meta/episodes/file_index"] for r in pq.read_table(p).to_pylist()] for p in files] == [[0, 0], [1]]
+    killed = pq.read_table(files[1]).to_pylist()  # episode 3's row written, then killed before info.json
+    pq.write_table(pa.Table.from_pylist([*killed, {**killed[0], "episode_index": 3}]), files[1])
+    orphan = root / "meta/episodes/chunk-000/file-002.parquet"
+    orphan.write_bytes(files[0].read_bytes())
+    w = LeRobotWriter(root)
+    assert not orphan.exists() and pq.read_metadata(files[1]).num_rows == 1
+    rows, _, meta = load_with_lerobot(root, tmp_path / "oracle", {})
+    assert [e["episode_index"] for e in meta["episodes"]] == [0, 1, 2] and meta["total_frames"] == len(rows["index"])
+    w.append(episode(4, 3), {}, 10, "", {"defm_ros/episode": "e3"})
+    w.append(episode(5, 4), {}, 10, "", {"defm_ros/episode": "e4"})
+    assert [e["defm_ros/episode"] for e in read_episodes(root, ["defm_ros/episode"])] == [f"e{i}" for i in range(5)]
+    rows, _, meta = load_with_lerobot(root, tmp_path / "oracle2", {})
+    assert [e["dataset_from_index"] for e in meta["episodes"]] == [0, 2, 5, 9, 13] and len(rows["index"]) == 18
+    assert rows["episode_index"].tolist() == [i for i, n in enumerate((2, 3, 4, 4, 5)) for _ in range(n)]
 
 
 def test_other_settings_and_other_columns_are_refused(tmp_path):

@@ -120,7 +120,7 @@ def pending(options: LeRobotOptions, key: str) -> bool:
     """True while the bag's episode is neither in the dataset nor staged."""
     if (staging(options.root, key) / "episode.json").exists():
         return False
-    return key not in {e.get("defm_ros/episode") for e in read_episodes(options.root)}
+    return key not in {e["defm_ros/episode"] for e in read_episodes(options.root, ["defm_ros/episode"])}
 
 
 def open_episode(source: BagSource, options: LeRobotOptions, fingerprint: dict[str, Any]) -> None:

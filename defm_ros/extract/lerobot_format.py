@@ -5,11 +5,12 @@ the tests use as the oracle:
     meta/info.json                          codebase_version "v3.0", fps, features, totals, path patterns
     meta/stats.json                         per feature: min, max, mean, std, count, q01 q10 q50 q90 q99
     meta/tasks.parquet                      task text (index) -> task_index
-    meta/episodes/chunk-000/file-000.parquet one row per episode: length, tasks, where its rows are
+    meta/episodes/chunk-CCC/file-FFF.parquet one row per episode: length, tasks, where its rows are; here
+                                            EPISODES_PER_FILE rows per file
     data/chunk-CCC/file-FFF.parquet         the rows; here one file per episode
 
 Episodes are only ever appended, each as one step that keeps the dataset loadable: its data file first, then the
-metadata, info.json last; a file that a killed append left behind is removed by the next writer."""
+metadata, info.json last; what a killed append left behind (files, a meta/episodes row) the next writer removes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from .guards import write_atomic
 CODEBASE_VERSION = "v3.0"
 CHUNK_SIZE = 1000  # files per chunk folder
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_PER_FILE = 100  # an append rewrites only the last file: rewriting them all was quadratic in episodes
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's q01 ... q99, for its QUANTILES normalisation
 STANDARD = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 TASK_INDEX_COLUMN = "__index_level_0__"  # pandas' name for an unnamed index
@@ -113,14 +115,20 @@ def _load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf8")) if path.exists() else None
 
 
-def read_episodes(root: Path) -> list[dict[str, Any]]:
-    """The rows of meta/episodes, in episode order (those info.json counts)."""
+def read_episodes(root: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of meta/episodes (all columns, or only `columns`), in episode order (those info.json counts)."""
     import pyarrow.parquet as pq
 
-    info, path = _load_json(Path(root) / "meta/info.json"), Path(root) / EPISODES_PATH
-    if info is None or not path.exists():
+    info = _load_json(Path(root) / "meta/info.json")
+    if info is None:
         return []
-    return pq.read_table(path).to_pylist()[: info["total_episodes"]]
+    paths = sorted(Path(root).glob("meta/episodes/*/*.parquet"))
+    return [r for p in paths for r in pq.read_table(p, columns=columns).to_pylist()][: info["total_episodes"]]
+
+
+def _episodes_file(ep: int) -> tuple[int, int]:
+    """The (chunk, file) of meta/episodes that holds episode `ep`."""
+    return divmod(ep // EPISODES_PER_FILE, CHUNK_SIZE)
 
 
 class LeRobotWriter:
@@ -132,11 +140,19 @@ class LeRobotWriter:
         self._clean()
 
     def _clean(self) -> None:
-        """Remove what a killed append left: temporary files, and data files of episodes info.json lacks."""
+        """Remove what a killed append left: temporary files, and the data files and meta/episodes rows of
+        episodes info.json lacks."""
+        import pyarrow.parquet as pq
+
         done = 0 if self.info is None else self.info["total_episodes"]
         for path in [*self.root.glob("data/*/.*.tmp"), *self.root.glob("meta/**/.*.tmp"),
-                     *(p for p in self.root.glob("data/*/*.parquet") if _file_number(p) >= done)]:
+                     *(p for p in self.root.glob("data/*/*.parquet") if _file_number(p) >= done),
+                     *(p for p in self.root.glob("meta/episodes/*/*.parquet")
+                       if _file_number(p) * EPISODES_PER_FILE >= done)]:
             path.unlink()
+        last = self._episodes_path(done)
+        if last.exists() and pq.read_metadata(last).num_rows > done % EPISODES_PER_FILE:  # a row info.json lacks
+            _write_parquet(last, self._episodes_with(done, None))
 
     def append(self, columns: dict[str, np.ndarray], names: dict[str, list[str] | None], fps: int, task: str,
                extra: dict[str, Any]) -> int:
@@ -145,8 +161,8 @@ class LeRobotWriter:
         episode_index."""
         import pyarrow as pa
 
-        episodes = read_episodes(self.root)
-        ep, start, n = len(episodes), (self.info or {}).get("total_frames", 0), len(columns["timestamp"])
+        ep, start = (0, 0) if self.info is None else (self.info["total_episodes"], self.info["total_frames"])
+        n = len(columns["timestamp"])
         tasks = self._tasks()
         task_index = tasks.setdefault(task, len(tasks))
         cols = {**columns, "episode_index": np.full(n, ep, np.int64), "index": np.arange(start, start + n,
@@ -158,11 +174,12 @@ class LeRobotWriter:
         _write_parquet(self.root / DATA_PATH.format(chunk_index=ep // CHUNK_SIZE, file_index=ep % CHUNK_SIZE),
                        pa.table({k: to_arrow(v) for k, v in cols.items()}))
         stats = {k: column_stats(v) for k, v in cols.items()}
+        meta_chunk, meta_file = _episodes_file(ep)
         row = {"episode_index": ep, "tasks": [task], "length": n, "data/chunk_index": ep // CHUNK_SIZE,
                "data/file_index": ep % CHUNK_SIZE, "dataset_from_index": start, "dataset_to_index": start + n,
-               "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0, **extra,
+               "meta/episodes/chunk_index": meta_chunk, "meta/episodes/file_index": meta_file, **extra,
                **{f"stats/{f}/{k}": v.tolist() for f, s in stats.items() for k, v in s.items()}}
-        _write_parquet(self.root / EPISODES_PATH, pa.Table.from_pylist([*episodes, row]))
+        _write_parquet(self._episodes_path(ep), self._episodes_with(ep, row))
         _write_parquet(self.root / "meta/tasks.parquet", _tasks_table(tasks))
         old = _load_json(self.root / "meta/stats.json") if ep else None
         if old is not None:
@@ -171,6 +188,22 @@ class LeRobotWriter:
         self.info = _info(fps, features, ep + 1, start + n, len(tasks))
         _write_json(self.root / "meta/info.json", self.info)
         return ep
+
+    def _episodes_path(self, ep: int) -> Path:
+        chunk, file = _episodes_file(ep)
+        return self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+
+    def _episodes_with(self, ep: int, row: dict[str, Any] | None) -> Any:
+        """Episode `ep`'s file of meta/episodes as a table: its rows before `ep`, then `row` (if any)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path, k = self._episodes_path(ep), ep % EPISODES_PER_FILE
+        before = pq.read_table(path).slice(0, k) if k and path.exists() else None
+        if row is None:
+            return before
+        new = pa.Table.from_pylist([row], schema=None if before is None else before.schema)
+        return new if before is None else pa.concat_tables([before, new])
 
     def _tasks(self) -> dict[str, int]:
         import pyarrow.parquet as pq
@@ -198,7 +231,7 @@ def _tasks_table(tasks: dict[str, int]) -> Any:
 
 
 def _file_number(path: Path) -> int:
-    """data/chunk-CCC/file-FFF.parquet -> its episode (one file per episode)."""
+    """.../chunk-CCC/file-FFF.parquet -> its number (data: its episode)."""
     return int(path.parent.name.split("-")[1]) * CHUNK_SIZE + int(path.stem.split("-")[1])
 
 
