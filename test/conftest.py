@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from defm_ros.extract import build_encoder
 from defm_ros.sample_data import data_root
 
 from .helpers.bags import write_rgbd_bag
@@ -35,6 +36,13 @@ def rgbd_bag(tmp_path_factory, shared_data):
 def lingbot_ckpt(tmp_path_factory):
     """A seeded LingBot-Depth model.pt of the small config, for the refiner and the RGB-D encoder."""
     return write_checkpoint(tmp_path_factory.mktemp("lingbot") / "model.pt", "lingbot_depth_vitl14")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """A random-weight DeFM R18 at a 64x64 input, for extraction tests: small enough to keep them fast (decoding
+    still sees the frames' own size). A module may define its own `encoder` (test_hardening does)."""
+    return build_encoder(model="defm_resnet18", weights="random", input_size=(64, 64))
 
 
 @pytest.fixture(autouse=True)

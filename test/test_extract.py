@@ -35,13 +35,8 @@ from .helpers.scenes import scene
 
 rosbags = pytest.importorskip("rosbags")
 
-SIZE = (64, 64)  # small network input keeps the suite fast; decoding still sees 640x480 frames
 REJECTED = {"bad depth image": 1, "undecodable message": 1}
 
-
-@pytest.fixture(scope="module")
-def encoder():
-    return build_encoder(model="defm_resnet18", weights="random", input_size=SIZE)
 
 
 @pytest.fixture(scope="module")

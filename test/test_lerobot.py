@@ -24,17 +24,12 @@ from .helpers.lerobot import load_with_lerobot
 
 pytest.importorskip("rosbags")
 
-SIZE = (64, 64)
 FPS = 10
 CAM = "/cam/depth"
 ROBOT = ["--state", JOINT_STATES, "--action", CMD_VEL]
 COMMON = ["--weights", "random", "--size", "64", "--no-progress", "--lerobot", *ROBOT, "--task", "pick", "--dense"]
 WINDOWS = {"action": [0, 0.1, 0.2], "observation.state": [-0.1, 0.0]}
 
-
-@pytest.fixture(scope="module")
-def encoder():
-    return build_encoder(model="defm_resnet18", weights="random", input_size=SIZE)
 
 
 @pytest.fixture(scope="module")
