@@ -282,7 +282,7 @@ def test_the_rgbd_encoder_gives_its_joint_embeddings(tmp_path, shared_data, ling
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_the_staged_frames_keep_dense_maps_only_with_dense(robot_bags, encoder, tmp_path, dense):
-    """Without --dense the episode's staged frames hold no dense maps (a ViT's are ~100x its class tokens: disk
+    """Without --dense the episode's staged frames hold no dense maps (a ViT-S's are 256x its class token: disk
     that a long bag would fill before its episode is made), and its rows none."""
     bag = next(iter(robot_bags))
     options = LeRobotOptions(root=tmp_path / "out" / "lerobot", fps=FPS, state=(JOINT_STATES,), action=(CMD_VEL,),

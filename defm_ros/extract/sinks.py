@@ -311,7 +311,7 @@ class FeatureBag:
 class FeatureDataset:
     """Training data: stamp_ns, log_time_ns, topic (index into `topics`), frame_id, cls (N, C),
     dense (N, C, h, w), in atomically written chunks; dataset.json holds the stream info. `dense=False` keeps
-    no dense maps (a LeRobot episode's staged frames without --dense: a ViT's maps are ~100x its class token)."""
+    no dense maps (a LeRobot episode's staged frames without --dense: a ViT-S's maps are 256x its class token)."""
 
     def __init__(self, path: Path, info: dict[str, Any], fingerprint: dict[str, Any], source: str,
                  dtype: str = DEFAULT_DTYPE, chunk_frames: int = 256, dense: bool = True) -> None:
